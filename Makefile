@@ -1,0 +1,44 @@
+# The course's entry point. Start with README.md.
+#
+#   make               build every chapter and the tools
+#   make chapter-N     build chapter N and run its guided demo (N = 1..7)
+#   make test          the whole test suite, every chapter
+#   make test-N        the suite against chapter N only
+#   make strace-N      one client session under strace, chapter N
+#   make clean
+#
+# CC=clang and SAN=address,undefined (or SAN=thread) pass through to every build.
+
+CHAPTERS := $(patsubst %/,%,$(sort $(wildcard [0-9][0-9]-*/)))
+
+# The directory of chapter N (1 -> 01-blocking), or a clear stop.
+chapter_dir = $(or $(patsubst %/,%,$(wildcard 0$(1)-*/)),$(error chapter $(1) is not written yet; there are: $(CHAPTERS)))
+
+all: $(CHAPTERS) tools
+
+$(CHAPTERS) tools:
+	@$(MAKE) -C $(if $(filter tools,$@),scripts,$@)
+
+chapter-%: tools
+	@$(MAKE) -C $(call chapter_dir,$*)
+	@scripts/demo.sh $(call chapter_dir,$*)
+
+test: all test-deps
+	@tests/run.sh
+
+test-%: tools test-deps
+	@$(MAKE) -C $(call chapter_dir,$*)
+	@tests/run.sh $(call chapter_dir,$*)
+
+test-deps:
+	@scripts/ensure-deps.sh bats bats-support bats-assert
+
+strace-%: tools
+	@scripts/ensure-deps.sh strace
+	@$(MAKE) -C $(call chapter_dir,$*)
+	@scripts/strace-compare.sh $(call chapter_dir,$*)
+
+clean:
+	@for dir in $(CHAPTERS) scripts; do $(MAKE) -s -C $$dir clean; done
+
+.PHONY: all tools test test-deps clean $(CHAPTERS)

@@ -1,0 +1,91 @@
+#!/usr/bin/env bats
+# The command lines of DESIGN.md: ready lines, logs, signals, exit codes.
+
+load helpers
+
+@test "prints one ready line per listening socket" {
+    start_server
+    run cat "$BATS_TEST_TMPDIR/server.out"
+    assert_equal "${#lines[@]}" "$(expect listeners)"
+}
+
+@test "logs connects and disconnects to stderr" {
+    start_server
+    printf 'q\n' | timeout 10 "$CLIENT" -p "$PORT" >/dev/null
+    wait_for "$BATS_TEST_TMPDIR/server.err" 'disconnect 127\.0\.0\.1:[0-9]*'
+    assert grep -q 'connect 127\.0\.0\.1:[0-9]*' "$BATS_TEST_TMPDIR/server.err"
+}
+
+@test "-q silences the connect and disconnect log" {
+    start_server -q
+    printf 'q\n' | timeout 10 "$CLIENT" -p "$PORT" >/dev/null
+    SERVER_MAY_EXIT=1
+    stop_pid "$SERVER_PID" # once it has exited, its log is complete
+    assert grep -q 'stopping' "$BATS_TEST_TMPDIR/server.err"
+    refute grep -q 'connect' "$BATS_TEST_TMPDIR/server.err"
+}
+
+# stops_with SIGNAL: the server exits with status 0 on SIGNAL, even while a
+# client is connected.
+stops_with() {
+    start_server
+    open_session A
+    hears A '^hello'
+    SERVER_MAY_EXIT=1
+    kill "-$1" "$SERVER_PID"
+    local status=0
+    wait "$SERVER_PID" || status=$?
+    assert_equal "$status" 0
+}
+
+@test "SIGTERM: exits with status 0" {
+    stops_with TERM
+}
+
+@test "SIGINT: exits with status 0" {
+    stops_with INT
+}
+
+@test "server: bad arguments print the usage and exit 2" {
+    local args
+    for args in "-x" "-p" "-p abc" "-p 65536" "-p -1" "-m 0" "-m many" "extra" "-H localhost"; do
+        # shellcheck disable=SC2086 # split the arguments on purpose
+        run timeout 5 "$SERVER" $args
+        assert_equal "$status" 2
+        assert_output --partial "usage: server"
+    done
+}
+
+@test "server: a port in use is a clear error, exit 1" {
+    start_server
+    run timeout 5 "$SERVER" -p "$PORT"
+    assert_equal "$status" 1
+    assert_output --partial "cannot listen on 127.0.0.1:$PORT: Address already in use"
+}
+
+@test "client: cannot connect is a clear error, exit 1" {
+    start_server
+    SERVER_MAY_EXIT=1
+    stop_pid "$SERVER_PID" # its port is now closed
+    run timeout 5 "$CLIENT" -p "$PORT"
+    assert_equal "$status" 1
+    assert_output "client: cannot connect to 127.0.0.1:$PORT: Connection refused"
+}
+
+@test "client: bad arguments print the usage and exit 2" {
+    local args
+    for args in "-x" "-p" "-p 0" "-p 65536" "extra" "-H localhost"; do
+        # shellcheck disable=SC2086
+        run timeout 5 "$CLIENT" $args
+        assert_equal "$status" 2
+        assert_output --partial "usage: client"
+    done
+}
+
+@test "client: prints the greeting, then one reply per line, and exits 0 at end of input" {
+    start_server
+    run bash -c "printf 'one\ntwo\n' | timeout 10 '$CLIENT' -p $PORT"
+    assert_success
+    assert_equal "${#lines[@]}" 3
+    assert_line --index 2 "two"
+}

@@ -1,0 +1,171 @@
+#!/usr/bin/env bats
+# Who gets served while someone else is connected: the tests that tell the
+# stages apart. Each one reads this chapter's row of tests/expectations.txt
+# and asserts the positive or the negative outcome; 01-blocking is the
+# negative control that proves the suite can tell serial from concurrent.
+
+load helpers
+
+# seconds_since START: wall time since START (an $EPOCHREALTIME).
+seconds_since() {
+    awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'
+}
+
+# is_at_least A B: A >= B, as decimals.
+is_at_least() {
+    awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'
+}
+
+# all_ports: the server's ports as probe -p wants them, "p1,p2,p3".
+all_ports() {
+    local IFS=,
+    echo "${PORTS[*]}"
+}
+
+# hold NAME COUNT: COUNT connections held open in the background (spread
+# over every port), until `release NAME`; waits until each got its first
+# line, or a serial server's limit showed. NAME.out has those lines.
+hold() {
+    local seconds=10
+    [[ $(expect clients) == concurrent ]] || seconds=2
+    in_background "$1" "$PROBE" -p "$(all_ports)" -c "$2" -t "$seconds"
+    wait_for "$BATS_TEST_TMPDIR/$1.out" '^answered' 1 $((seconds + 20))
+}
+
+# greeted NAME: how many of NAME's connections got a greeting.
+greeted() {
+    grep -c '^hello' "$BATS_TEST_TMPDIR/$1.out" || true
+}
+
+# served_again: a new client is greeted within 5 s (the server may still be
+# closing the connections that just left).
+served_again() {
+    local tries=50
+    while ((tries-- > 0)); do
+        timeout 5 "$CLIENT" -p "$PORT" </dev/null 2>/dev/null | grep -q '^hello' && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+@test "a second client while the first stays connected: served now, or only once the first leaves" {
+    start_server
+    open_session A
+    hears A '^hello'
+    open_session B
+    if [[ $(expect clients) == concurrent ]]; then
+        hears B '^hello' 2
+        say B "B is served"
+        hears B '^B is served$' 2
+        say A "A still is"
+        hears A '^A still is$' 2
+    else
+        # B's connect() succeeded (it waits in the listen queue), but no
+        # greeting comes while A is connected.
+        run hears B '^hello' 1
+        assert_failure
+        say A quit
+        hears A '^bye$'
+        hears B '^hello' 3
+    fi
+}
+
+@test "100 clients connected at once are all greeted while all stay connected" {
+    local want=100
+    [[ $(expect clients) == concurrent ]] || want=1
+    start_server
+    hold many 100
+    assert_equal "$(greeted many)" "$want"
+}
+
+# distinct FIELD: how many different values of FIELD=... the greetings show.
+distinct() {
+    grep -o "^hello .*" "$BATS_TEST_TMPDIR/many.out" | grep -o " $1=[0-9]*" | sort -u | wc -l
+}
+
+@test "the greetings show who serves: one process, a thread each, or a process each" {
+    local clients=10 pids
+    [[ $(expect clients) == concurrent ]] || clients=1
+    start_server
+    hold many "$clients"
+    assert_equal "$(greeted many)" "$clients"
+    assert_equal "$(distinct port)" "$(expect listeners)" # every listener served
+    pids=$(grep -o ' pid=[0-9]*' "$BATS_TEST_TMPDIR/many.out" | sort -u)
+    case $(expect served_by) in
+    one)
+        assert_equal "$pids" " pid=$SERVER_PID"
+        assert_equal "$(distinct tid)" 1
+        ;;
+    thread)
+        assert_equal "$pids" " pid=$SERVER_PID"
+        assert_equal "$(distinct tid)" "$clients"
+        ;;
+    process)
+        assert_equal "$(distinct pid)" "$clients"
+        refute grep -q " pid=$SERVER_PID " "$BATS_TEST_TMPDIR/many.out"
+        ;;
+    *) fail "unknown served_by: $(expect served_by)" ;;
+    esac
+}
+
+@test "a client that floods without reading: the others stall, or are served" {
+    local outcome
+    outcome=$(expect flood)
+    [[ $outcome != - ]] || skip "one client at a time: there is no other client to stall"
+    start_server
+    # Up to 100 MiB of 1 KiB lines, never reading a reply; "sent" is printed
+    # once it is done, or once the server has taken nothing for a second.
+    in_background flood "$PROBE" -p "$PORT" -f 100 -t 20
+    wait_for "$BATS_TEST_TMPDIR/flood.out" '^sent' 1 25
+    run timeout 10 "$PROBE" -p "$PORT" -n 2 -t 2 <<<"ping"
+    if [[ $outcome == stalls ]]; then
+        refute_line "ping" # no echo within 2 s: the server is stuck in send()
+    else
+        assert_line --index 1 "ping"
+        # and the flood did not make the server hold its bytes in memory
+        assert [ "$(server_rss_kib)" -lt $((64 * 1024)) ]
+    fi
+}
+
+@test "a client in 'sleep 1500': the others stall, or are served" {
+    local outcome start delay
+    outcome=$(expect sleep)
+    [[ $outcome != - ]] || skip "one client at a time: there is no other client to stall"
+    start_server
+    open_session A
+    open_session B
+    hears A '^hello'
+    hears B '^hello'
+    say A "sleep 1500"
+    wait_for "$BATS_TEST_TMPDIR/server.err" 'sleeps 1500 ms' # the sleep has begun
+    start=$EPOCHREALTIME
+    say B ping
+    hears B '^ping$' 5
+    delay=$(seconds_since "$start")
+    if [[ $outcome == stalls ]]; then
+        assert is_at_least "$delay" 1.0
+    else
+        refute is_at_least "$delay" 0.3
+    fi
+}
+
+@test "past the cap (-m 3), a client gets 'error server busy'; it is served once others leave" {
+    [[ $(expect cap) != - ]] || skip "one client at a time: -m has nothing to cap"
+    start_server -m 3
+    hold three 3
+    assert_equal "$(greeted three)" 3
+    run timeout 10 "$CLIENT" -p "$PORT" </dev/null
+    assert_line --index 0 "error server busy"
+    release three
+    served_again
+}
+
+@test "1,100 connections at once: the server stays up, the extras get 'error server busy'" {
+    [[ $(expect cap) != - ]] || skip "one client at a time: -m has nothing to cap"
+    start_server
+    hold many 1100
+    assert_equal "$(greeted many)" 1000
+    assert_equal "$(grep -c '^error server busy' "$BATS_TEST_TMPDIR/many.out")" 100
+    release many
+    served_again
+}

@@ -1,0 +1,157 @@
+# tests/helpers.bash: loaded by every test file. It starts the chapter's own
+# server and client, waits for what they print (never a blind sleep), and
+# stops everything it started, by pid, when a test ends.
+#
+# The chapter under test comes from $CHAPTER (tests/run.sh sets it), and
+# what the suite expects of it from tests/expectations.txt.
+
+bats_load_library bats-support
+bats_load_library bats-assert
+
+: "${CHAPTER:?set CHAPTER to a chapter directory, for example CHAPTER=01-blocking}"
+ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
+SERVER=$ROOT/$CHAPTER/server
+CLIENT=$ROOT/$CHAPTER/client
+PROBE=$ROOT/scripts/probe
+
+declare -ga STARTED=()      # pids of everything started in the background
+declare -gA SESSION_FD=()   # session name -> the fd that feeds its stdin
+SERVER_PID=
+SERVER_MAY_EXIT=
+
+# ------------------------------ expectations ------------------------------
+
+# expect COLUMN: this chapter's value in the COLUMN of tests/expectations.txt.
+expect() {
+    awk -v chapter="$CHAPTER" -v column="$1" '
+        /^#/ || NF == 0 { next }
+        !header { for (i = 1; i <= NF; i++) at[$i] = i; header = 1; next }
+        $1 == chapter && at[column] { print $at[column]; found = 1 }
+        END { exit !found }' "$BATS_TEST_DIRNAME/expectations.txt" ||
+        fail "tests/expectations.txt has no '$1' for $CHAPTER"
+}
+
+# ---------------------------------- waiting ----------------------------------
+
+# wait_for FILE REGEX [COUNT] [SECONDS]: until FILE has COUNT lines matching
+# REGEX (default 1), polling every 20 ms. Fails after SECONDS (default 5).
+wait_for() {
+    local file=$1 regex=$2 count=${3:-1} seconds=${4:-5} tries
+    tries=$(awk -v s="$seconds" 'BEGIN { print int(s * 50) }')
+    while ((tries-- > 0)); do
+        (($(grep -ac -- "$regex" "$file" 2>/dev/null || true) >= count)) && return 0
+        sleep 0.02
+    done
+    return 1
+}
+
+# -------------------------------- the server ---------------------------------
+
+# start_server [ARGS...]: start the chapter's server on free ports (one -p 0
+# per listener it expects), wait for its ready lines, set PORT and PORTS.
+start_server() {
+    local listeners args=() i
+    listeners=$(expect listeners)
+    for ((i = 0; i < listeners; i++)); do args+=(-p 0); done
+    "$SERVER" "${args[@]}" "$@" >"$BATS_TEST_TMPDIR/server.out" \
+        2>"$BATS_TEST_TMPDIR/server.err" 3>&- &
+    SERVER_PID=$!
+    STARTED+=("$SERVER_PID")
+    wait_for "$BATS_TEST_TMPDIR/server.out" '^listening on 127\.0\.0\.1:[0-9]*$' "$listeners" ||
+        fail "no ready line from $CHAPTER/server: $(cat "$BATS_TEST_TMPDIR/server.err")"
+    mapfile -t PORTS < <(sed -n 's/^listening on .*://p' "$BATS_TEST_TMPDIR/server.out")
+    PORT=${PORTS[0]}
+}
+
+# The server's resident memory in KiB, from the kernel's own count.
+server_rss_kib() {
+    awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status"
+}
+
+# ---------------------------- client sessions ------------------------------
+
+# open_session NAME [PORT]: run the chapter's client in the background, its
+# stdin a FIFO the test writes to with `say`, its stdout in NAME.out.
+open_session() {
+    local name=$1 dir=$BATS_TEST_TMPDIR fd
+    mkfifo "$dir/$name.in"
+    "$CLIENT" -p "${2:-$PORT}" <"$dir/$name.in" >"$dir/$name.out" 2>"$dir/$name.err" 3>&- &
+    STARTED+=($!)
+    exec {fd}>"$dir/$name.in"
+    SESSION_FD[$name]=$fd
+}
+
+# say NAME LINE: NAME's client sends LINE.
+say() {
+    printf '%s\n' "$2" >&"${SESSION_FD[$1]}"
+}
+
+# hears NAME REGEX [SECONDS]: NAME's client prints a line matching REGEX in time.
+hears() {
+    wait_for "$BATS_TEST_TMPDIR/$1.out" "$2" 1 "${3:-5}"
+}
+
+# ----------------------------- background tools ----------------------------
+
+# in_background NAME COMMAND...: run a tool that holds its connections until
+# its stdin ends (probe -c, probe -f); its output goes to NAME.out.
+in_background() {
+    local name=$1 dir=$BATS_TEST_TMPDIR fd
+    shift
+    mkfifo "$dir/$name.in"
+    "$@" <"$dir/$name.in" >"$dir/$name.out" 2>"$dir/$name.err" 3>&- &
+    STARTED+=($!)
+    exec {fd}>"$dir/$name.in"
+    SESSION_FD[$name]=$fd
+}
+
+# release NAME: end NAME's stdin, so a client or tool closes its connections.
+release() {
+    local fd=${SESSION_FD[$1]}
+    exec {fd}>&-
+    unset "SESSION_FD[$1]"
+}
+
+# ------------------------------- teardown ----------------------------------
+
+# stop_pid PID: SIGTERM, up to 2 s to exit, then SIGKILL; reap it.
+stop_pid() {
+    local pid=$1 tries=100 state
+    kill -TERM "$pid" 2>/dev/null || return 0
+    while ((tries-- > 0)); do
+        state=$(ps -o stat= -p "$pid") || break
+        [[ $state == Z* ]] && break
+        sleep 0.02
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# Zombie children of the server that stay for a whole second.
+lasting_zombies() {
+    local tries=50
+    while ((tries-- > 0)); do
+        ps -o stat= --ppid "$SERVER_PID" | grep -q '^Z' || return 0
+        sleep 0.02
+    done
+    ps -o pid=,stat= --ppid "$SERVER_PID"
+}
+
+# Every test ends here: the server must still be alive (unless the test
+# stopped it), have no lasting zombie and no sanitizer report; then
+# everything started is stopped.
+teardown() {
+    local name problems=() zombies child i
+    for name in "${!SESSION_FD[@]}"; do release "$name"; done
+    if [[ -n $SERVER_PID && -z $SERVER_MAY_EXIT ]]; then
+        kill -0 "$SERVER_PID" 2>/dev/null || problems+=("the server died during the test")
+        zombies=$(lasting_zombies)
+        [[ -z $zombies ]] || problems+=("zombie children of the server: $zombies")
+        for child in $(ps -o pid= --ppid "$SERVER_PID"); do stop_pid "$child"; done
+    fi
+    for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do stop_pid "${STARTED[i]}"; done
+    if grep -qE 'Sanitizer|runtime error' "$BATS_TEST_TMPDIR/server.err" 2>/dev/null; then
+        problems+=("sanitizer report: $(cat "$BATS_TEST_TMPDIR/server.err")")
+    fi
+    ((${#problems[@]} == 0)) || fail "$(printf '%s\n' "${problems[@]}")"
+}
