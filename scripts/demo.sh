@@ -22,7 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ -t 1 ]]; then bold=$'\033[1m' plain=$'\033[0m'; else bold= plain=; fi
+if [[ -t 1 ]]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
 say() { printf '\n%s%s%s\n' "$bold" "$*" "$plain"; }
 
 say "== $chapter: the server =="
@@ -50,10 +50,10 @@ wait "${pids[@]:1}"
 
 say "== sticky packets: TCP keeps bytes, not message boundaries =="
 echo "Two lines sent in ONE segment still get two replies:"
-echo "\$ printf 'one\\ntwo\\n' | scripts/probe -p $port -n 3"
+printf '%s\n' "\$ printf 'one\\ntwo\\n' | scripts/probe -p $port -n 3"
 printf 'one\ntwo\n' | timeout 10 scripts/probe -p "$port" -n 3 | sed 's/^/    /'
 echo "One line sent ONE BYTE PER SEGMENT still gets one reply:"
-echo "\$ printf 'one line, many segments\\n' | scripts/probe -s -p $port -n 2"
+printf '%s\n' "\$ printf 'one line, many segments\\n' | scripts/probe -s -p $port -n 2"
 printf 'one line, many segments\n' | timeout 10 scripts/probe -s -p "$port" -n 2 | sed 's/^/    /'
 
 say "== what to notice =="

@@ -27,7 +27,7 @@ trace() {
         printf 'one\ntwo\nthree\nquit\n' | timeout 10 "$chapter/client" -p "$port" >/dev/null
     done
     server=$(ps -o pid= --ppid "$tracer") # strace started the server as its child
-    kill -TERM $server
+    kill -TERM "$server"
     wait "$tracer" || true
 }
 

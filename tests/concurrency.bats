@@ -169,3 +169,19 @@ distinct() {
     release many
     served_again
 }
+
+@test "with -m 2000, 1,100 connections: select() refuses descriptors past FD_SETSIZE; others serve all" {
+    [[ $(expect cap) != - ]] || skip "one client at a time: -m has nothing to cap"
+    local first_fd want
+    [[ $(ulimit -Hn) == unlimited || $(ulimit -Hn) -ge 4096 ]] || skip "needs a hard limit of 4096 descriptors (ulimit -Hn)"
+    ulimit -n 4096 # the server must be able to open descriptors past 1024
+    start_server -m 2000
+    hold many 1100
+    first_fd=$(grep -m1 -o 'connect .* (fd [0-9]*)' "$BATS_TEST_TMPDIR/server.err" | grep -o '[0-9]*)$' | tr -d ')')
+    want=1100
+    [[ $(expect fd_setsize) == - ]] || want=$((1024 - first_fd)) # fds first_fd..1023
+    assert_equal "$(greeted many)" "$want"
+    assert_equal "$(grep -c '^error server busy' "$BATS_TEST_TMPDIR/many.out")" $((1100 - want))
+    release many
+    served_again
+}

@@ -12,6 +12,7 @@ bats_load_library bats-assert
 ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 SERVER=$ROOT/$CHAPTER/server
 CLIENT=$ROOT/$CHAPTER/client
+# shellcheck disable=SC2034 # used by the test files
 PROBE=$ROOT/scripts/probe
 
 declare -ga STARTED=()      # pids of everything started in the background
@@ -47,14 +48,26 @@ wait_for() {
 
 # -------------------------------- the server ---------------------------------
 
+# with_clean_fds COMMAND...: run COMMAND with only stdin, stdout and stderr
+# open. bats leaves descriptors open (3, 4, 10, 251...) that the server would
+# inherit, and the tests count the server's descriptors.
+with_clean_fds() {
+    local path fd
+    for path in /proc/self/fd/*; do
+        fd=${path##*/}
+        if ((fd > 2)) && [[ -e $path ]]; then exec {fd}>&-; fi
+    done
+    exec "$@"
+}
+
 # start_server [ARGS...]: start the chapter's server on free ports (one -p 0
 # per listener it expects), wait for its ready lines, set PORT and PORTS.
 start_server() {
     local listeners args=() i
     listeners=$(expect listeners)
     for ((i = 0; i < listeners; i++)); do args+=(-p 0); done
-    "$SERVER" "${args[@]}" "$@" >"$BATS_TEST_TMPDIR/server.out" \
-        2>"$BATS_TEST_TMPDIR/server.err" 3>&- &
+    with_clean_fds "$SERVER" "${args[@]}" "$@" >"$BATS_TEST_TMPDIR/server.out" \
+        2>"$BATS_TEST_TMPDIR/server.err" &
     SERVER_PID=$!
     STARTED+=("$SERVER_PID")
     wait_for "$BATS_TEST_TMPDIR/server.out" '^listening on 127\.0\.0\.1:[0-9]*$' "$listeners" ||
@@ -131,6 +144,7 @@ stop_pid() {
 lasting_zombies() {
     local tries=50
     while ((tries-- > 0)); do
+        # shellcheck disable=SC2009 # pgrep cannot select by process state
         ps -o stat= --ppid "$SERVER_PID" | grep -q '^Z' || return 0
         sleep 0.02
     done

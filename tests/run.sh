@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if (($# == 0)); then
-    mapfile -t chapters < <(ls -d [0-9][0-9]-*/ | tr -d /)
+    chapters=([0-9][0-9]-*/)
+    chapters=("${chapters[@]%/}")
 else
     chapters=("$@")
 fi
