@@ -115,17 +115,19 @@ static void parse_options(int argc, char **argv)
         opt.ports[opt.nports++] = DEFAULT_PORT;
 }
 
-/* Connects and disconnects go to stderr, unless -q. Errors always do. */
+/* Connects and disconnects go to stderr, unless -q. Errors always do. The
+ * line is built first and written by one call, so that lines logged at the
+ * same time by several threads or processes never mix. */
 static void log_event(const char *fmt, ...)
 {
     if (opt.quiet)
         return;
+    char line[256];
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "server: ");
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    fprintf(stderr, "server: %s\n", line);
 }
 
 /* ================================= Signals ================================= */

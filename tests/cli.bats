@@ -26,7 +26,8 @@ load helpers
 }
 
 # stops_with SIGNAL: the server exits with status 0 on SIGNAL, even while a
-# client is connected.
+# client is connected. Where each client has its own process, that process
+# goes on serving its client to the end.
 stops_with() {
     start_server
     open_session A
@@ -36,6 +37,10 @@ stops_with() {
     local status=0
     wait "$SERVER_PID" || status=$?
     assert_equal "$status" 0
+    if [[ $(expect served_by) == process ]]; then
+        say A "still served"
+        hears A '^still served$'
+    fi
 }
 
 @test "SIGTERM: exits with status 0" {

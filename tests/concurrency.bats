@@ -185,3 +185,38 @@ distinct() {
     release many
     served_again
 }
+
+# until_within SECONDS COMMAND...: COMMAND succeeds within SECONDS (polled).
+until_within() {
+    local tries
+    tries=$(awk -v s="$1" 'BEGIN { print int(s * 50) }')
+    shift
+    until "$@"; do
+        ((tries-- > 0)) || return 1
+        sleep 0.02
+    done
+}
+
+# no_helpers_left BASELINE: back to BASELINE threads, and no child process.
+no_helpers_left() {
+    [[ $(server_threads) == "$1" && -z $(server_children) ]]
+}
+
+@test "100 clients hold a thread or a process each while connected; a second after they leave, none remains" {
+    local baseline tid
+    [[ $(expect clients) == concurrent ]] || skip "one client at a time: nothing to pile up"
+    start_server
+    # One client first, and its thread gone: threads started lazily (such
+    # as ThreadSanitizer's) then belong to the baseline.
+    tid=$(printf 'q\n' | timeout 10 "$CLIENT" -p "$PORT" | sed -n 's/.* tid=\([0-9]*\) .*/\1/p')
+    until_within 1 test ! -e "/proc/$SERVER_PID/task/$tid" -o "$tid" = "$SERVER_PID"
+    baseline=$(server_threads)
+    hold many 100
+    case $(expect served_by) in
+    thread) assert_equal "$(server_threads)" $((baseline + 100)) ;;
+    process) assert_equal "$(server_children | wc -l)" 100 ;;
+    *) assert_equal "$(server_threads)" "$baseline" ;;
+    esac
+    finish many # all 100 connections are closed
+    until_within 1 no_helpers_left "$baseline"
+}

@@ -17,6 +17,7 @@ PROBE=$ROOT/scripts/probe
 
 declare -ga STARTED=()      # pids of everything started in the background
 declare -gA SESSION_FD=()   # session name -> the fd that feeds its stdin
+declare -gA SESSION_PID=()  # session name -> its pid
 SERVER_PID=
 SERVER_MAY_EXIT=
 
@@ -76,9 +77,24 @@ start_server() {
     PORT=${PORTS[0]}
 }
 
-# The server's resident memory in KiB, from the kernel's own count.
+# The server's resident memory in KiB, from the kernel's own count, its
+# child processes included.
 server_rss_kib() {
-    awk '/^VmRSS:/ { print $2 }' "/proc/$SERVER_PID/status"
+    local pid total=0
+    for pid in "$SERVER_PID" $(server_children); do
+        total=$((total + $(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
+# The server's child processes (zombies included).
+server_children() {
+    ps -o pid= --ppid "$SERVER_PID" || true
+}
+
+# The server's thread count.
+server_threads() {
+    awk '/^Threads:/ { print $2 }' "/proc/$SERVER_PID/status"
 }
 
 # ---------------------------- client sessions ------------------------------
@@ -86,12 +102,8 @@ server_rss_kib() {
 # open_session NAME [PORT]: run the chapter's client in the background, its
 # stdin a FIFO the test writes to with `say`, its stdout in NAME.out.
 open_session() {
-    local name=$1 dir=$BATS_TEST_TMPDIR fd
-    mkfifo "$dir/$name.in"
-    "$CLIENT" -p "${2:-$PORT}" <"$dir/$name.in" >"$dir/$name.out" 2>"$dir/$name.err" 3>&- &
-    STARTED+=($!)
-    exec {fd}>"$dir/$name.in"
-    SESSION_FD[$name]=$fd
+    local name=$1
+    in_background "$name" "$CLIENT" -p "${2:-$PORT}"
 }
 
 # say NAME LINE: NAME's client sends LINE.
@@ -114,6 +126,7 @@ in_background() {
     mkfifo "$dir/$name.in"
     "$@" <"$dir/$name.in" >"$dir/$name.out" 2>"$dir/$name.err" 3>&- &
     STARTED+=($!)
+    SESSION_PID[$name]=$!
     exec {fd}>"$dir/$name.in"
     SESSION_FD[$name]=$fd
 }
@@ -123,6 +136,12 @@ release() {
     local fd=${SESSION_FD[$1]}
     exec {fd}>&-
     unset "SESSION_FD[$1]"
+}
+
+# finish NAME: release NAME and wait until it has exited (its sockets closed).
+finish() {
+    release "$1"
+    wait "${SESSION_PID[$1]}" || true
 }
 
 # ------------------------------- teardown ----------------------------------
@@ -161,7 +180,7 @@ teardown() {
         kill -0 "$SERVER_PID" 2>/dev/null || problems+=("the server died during the test")
         zombies=$(lasting_zombies)
         [[ -z $zombies ]] || problems+=("zombie children of the server: $zombies")
-        for child in $(ps -o pid= --ppid "$SERVER_PID"); do stop_pid "$child"; done
+        for child in $(server_children); do stop_pid "$child"; done
     fi
     for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do stop_pid "${STARTED[i]}"; done
     if grep -qE 'Sanitizer|runtime error' "$BATS_TEST_TMPDIR/server.err" 2>/dev/null; then
