@@ -39,6 +39,7 @@
 /* The longest line the protocol accepts, "\r\n" not counted. It bounds the
  * memory one client can make us hold while we wait for its '\n'. */
 #define MAX_LINE 4096
+#define IN_SIZE (MAX_LINE + 2) /* a client's input buffer: a longest line and "\r\n" */
 
 /* The longest "sleep <ms>": long enough to show a stalled server, short enough
  * that every test stays bounded in time. */
@@ -194,7 +195,7 @@ struct client {
     int fd;
     int local_port;                 /* our end of the connection */
     char peer[INET_ADDRSTRLEN + 6]; /* "127.0.0.1:54321", for the log */
-    char in[MAX_LINE + 2];          /* a longest line plus its "\r\n" */
+    char in[IN_SIZE];               /* bytes received, not yet a whole line */
     size_t in_len;
 };
 
@@ -321,7 +322,7 @@ static enum next_step handle_input(struct client *c)
     }
     memmove(c->in, c->in + start, c->in_len - start);
     c->in_len -= start;
-    if (c->in_len == sizeof c->in)
+    if (c->in_len == IN_SIZE)
         return reject_long_line(c); /* the buffer is full and still no '\n' */
     return KEEP_OPEN;
 }
@@ -334,7 +335,7 @@ static ssize_t receive(struct client *c)
 {
     ssize_t n;
     do
-        n = recv(c->fd, c->in + c->in_len, sizeof c->in - c->in_len, 0);
+        n = recv(c->fd, c->in + c->in_len, IN_SIZE - c->in_len, 0);
     while (n < 0 && errno == EINTR);
     if (n > 0)
         c->in_len += (size_t)n;

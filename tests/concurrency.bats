@@ -160,9 +160,9 @@ distinct() {
     served_again
 }
 
-@test "1,100 connections at once: the server stays up, the extras get 'error server busy'" {
+@test "1,100 connections at once with -m 1000: the server stays up, the extras get 'error server busy'" {
     [[ $(expect cap) != - ]] || skip "one client at a time: -m has nothing to cap"
-    start_server
+    start_server -m 1000
     hold many 1100
     assert_equal "$(greeted many)" 1000
     assert_equal "$(grep -c '^error server busy' "$BATS_TEST_TMPDIR/many.out")" 100

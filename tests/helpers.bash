@@ -2,16 +2,18 @@
 # server and client, waits for what they print (never a blind sleep), and
 # stops everything it started, by pid, when a test ends.
 #
-# The chapter under test comes from $CHAPTER (tests/run.sh sets it), and
-# what the suite expects of it from tests/expectations.txt.
+# The chapter under test comes from $CHAPTER (tests/run.sh sets it): a row
+# of tests/expectations.txt, which says what the suite expects of it. A row
+# named like 06-epoll+et tests chapter 06-epoll run with that row's args.
 
 bats_load_library bats-support
 bats_load_library bats-assert
 
-: "${CHAPTER:?set CHAPTER to a chapter directory, for example CHAPTER=01-blocking}"
+: "${CHAPTER:?set CHAPTER to a row of tests/expectations.txt, for example CHAPTER=01-blocking}"
 ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
-SERVER=$ROOT/$CHAPTER/server
-CLIENT=$ROOT/$CHAPTER/client
+CHAPTER_DIR=${CHAPTER%%+*}
+SERVER=$ROOT/$CHAPTER_DIR/server
+CLIENT=$ROOT/$CHAPTER_DIR/client
 # shellcheck disable=SC2034 # used by the test files
 PROBE=$ROOT/scripts/probe
 
@@ -58,15 +60,19 @@ with_clean_fds() {
         fd=${path##*/}
         if ((fd > 2)) && [[ -e $path ]]; then exec {fd}>&-; fi
     done
+    [[ -z ${SERVER_FD_LIMIT:-} ]] || ulimit -n "$SERVER_FD_LIMIT"
     exec "$@"
 }
 
 # start_server [ARGS...]: start the chapter's server on free ports (one -p 0
-# per listener it expects), wait for its ready lines, set PORT and PORTS.
+# per listener it expects) with its row's args, wait for its ready lines,
+# set PORT and PORTS. With SERVER_FD_LIMIT set, the server runs under that
+# descriptor limit (ulimit -n).
 start_server() {
     local listeners args=() i
     listeners=$(expect listeners)
     for ((i = 0; i < listeners; i++)); do args+=(-p 0); done
+    [[ $(expect args) == - ]] || read -ra args <<<"${args[*]} $(expect args)"
     with_clean_fds "$SERVER" "${args[@]}" "$@" >"$BATS_TEST_TMPDIR/server.out" \
         2>"$BATS_TEST_TMPDIR/server.err" &
     SERVER_PID=$!

@@ -23,7 +23,7 @@ probe() {
 @test "greets with chapter, pid, tid and local port" {
     run talk
     assert_success
-    assert_output --regexp "^hello chapter=$CHAPTER pid=[0-9]+ tid=[0-9]+ port=$PORT\$"
+    assert_output --regexp "^hello chapter=$CHAPTER_DIR pid=[0-9]+ tid=[0-9]+ port=$PORT\$"
 }
 
 @test "echoes a line exactly" {

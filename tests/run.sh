@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # tests/run.sh [CHAPTER...]: run the shared suite against each chapter given
-# (default: every chapter directory), then print "N passed, N failed" (and
-# ", N skipped" when any) as the last line. Exits non-zero if any test failed.
+# (default: every chapter directory), once per row it has in
+# tests/expectations.txt (06-epoll has two: 06-epoll, and 06-epoll+et for its
+# edge-triggered mode), then print "N passed, N failed" (and ", N skipped"
+# when any) as the last line. Exits non-zero if any test failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if (($# == 0)); then
-    chapters=([0-9][0-9]-*/)
-    chapters=("${chapters[@]%/}")
+    dirs=([0-9][0-9]-*/)
+    dirs=("${dirs[@]%/}")
 else
-    chapters=("$@")
+    dirs=("$@")
 fi
+chapters=()
+for dir in "${dirs[@]}"; do
+    mapfile -t -O "${#chapters[@]}" chapters < <(awk -v d="$dir" '$1 == d || index($1, d "+") == 1 { print $1 }' tests/expectations.txt)
+    [[ ${chapters[-1]:-} == "$dir"* ]] || { echo "tests/expectations.txt has no row for $dir" >&2; exit 2; }
+done
 
 # A test that hangs is a failure, not a stuck suite.
 export BATS_TEST_TIMEOUT=${BATS_TEST_TIMEOUT:-60}
