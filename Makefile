@@ -5,6 +5,8 @@
 #   make test          the whole test suite, every chapter
 #   make test-N        the suite against chapter N only
 #   make strace-N      one client session under strace, chapter N
+#   make bench         every chapter under the same load, side by side (a few minutes)
+#   make c10k          10,000 connections at once on 06-epoll, both modes
 #   make clean
 #
 # CC=clang and SAN=address,undefined (or SAN=thread) pass through to every build.
@@ -38,7 +40,15 @@ strace-%: tools
 	@$(MAKE) -C $(call chapter_dir,$*)
 	@scripts/strace-compare.sh $(call chapter_dir,$*)
 
+bench: all
+	@scripts/ensure-deps.sh gnuplot-nox
+	@scripts/bench.sh
+
+c10k: all
+	@scripts/c10k.sh 06-epoll
+	@scripts/c10k.sh 06-epoll -e
+
 clean:
 	@for dir in $(CHAPTERS) scripts; do $(MAKE) -s -C $$dir clean; done
 
-.PHONY: all tools test test-deps clean $(CHAPTERS)
+.PHONY: all tools test test-deps bench c10k clean $(CHAPTERS)

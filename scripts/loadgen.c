@@ -736,13 +736,40 @@ static long long children_total(const char *path, long long (*measure)(long))
     return total;
 }
 
-/* measure() for the server plus its live children, which each of its
- * threads lists in /proc/PID/task/TID/children. A forking server (chapter
- * 05) works in children, whose CPU time reaches its cutime only once they
- * are reaped; adding the live ones keeps the sum steady as they come and
- * go. (Summed RSS counts pages shared with the parent more than once: an
- * upper bound.) Returns -1 when the server itself is gone. */
-static long long server_total(long long (*measure)(long))
+/* The CPU time of a live child, in nanoseconds: the first field of
+ * /proc/PID/schedstat. Its /proc/PID/stat counts whole clock ticks (10 ms),
+ * and a child that served a few hundred messages has used less than one:
+ * summed over a hundred children, the ticks would read 0. */
+static long long child_cpu_ns(long pid)
+{
+    char path[64];
+    long long ns = -1;
+    snprintf(path, sizeof path, "/proc/%ld/schedstat", pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    if (fscanf(f, "%lld", &ns) != 1)
+        ns = -1;
+    fclose(f);
+    return ns;
+}
+
+/* The server's own CPU time, threads and reaped children included, in
+ * nanoseconds (from clock ticks: the kernel sums them precisely, then
+ * rounds once). */
+static long long own_cpu_ns(long pid)
+{
+    long long ticks = cpu_ticks(pid);
+    return ticks < 0 ? -1 : ticks * (1000000000LL / sysconf(_SC_CLK_TCK));
+}
+
+/* measure() for the server, and child_measure() for its live children,
+ * which each of its threads lists in /proc/PID/task/TID/children. A forking
+ * server (chapter 05) works in children, whose CPU time reaches its cutime
+ * only once they are reaped; adding the live ones keeps the sum steady as
+ * they come and go. (Summed RSS counts pages shared with the parent more
+ * than once: an upper bound.) Returns -1 when the server itself is gone. */
+static long long server_total(long long (*measure)(long), long long (*child_measure)(long))
 {
     char path[300];
     struct dirent *t;
@@ -755,7 +782,7 @@ static long long server_total(long long (*measure)(long))
         if (t->d_name[0] == '.')
             continue;
         snprintf(path, sizeof path, "/proc/%ld/task/%s/children", opt.server_pid, t->d_name);
-        total += children_total(path, measure);
+        total += children_total(path, child_measure);
     }
     closedir(tasks);
     return total;
@@ -767,7 +794,8 @@ static struct {
     int opened, greeted, failed; /* phase 1; with -r, the churn's */
     double seconds;              /* of phase 2, or of the churn */
     uint64_t ops;                /* lines echoed, or connections completed */
-    long long cpu_before, cpu_after, rss_start, rss_end; /* -1: not measured */
+    long long cpu_before, cpu_after; /* ns; -1: not measured */
+    long long rss_start, rss_end;    /* KiB; -1: not measured */
 } result = {.cpu_before = -1, .cpu_after = -1, .rss_start = -1, .rss_end = -1};
 
 /* Microseconds as a person reads them: "45 us", "1.2 ms", "3.00 s". */
@@ -804,13 +832,13 @@ static void print_latency(const char *label, const struct histogram *h)
 }
 
 /* Server CPU time per line echoed (or per connection churned); -1 if unknown.
- * /proc counts in clock ticks, usually 10 ms: run long enough for it. */
+ * The server's own share is counted in clock ticks, usually 10 ms: run long
+ * enough for it. */
 static double cpu_us_per_op(void)
 {
     if (result.cpu_before < 0 || result.cpu_after < 0 || result.ops == 0)
         return -1;
-    return (double)(result.cpu_after - result.cpu_before) * 1e6 /
-           (double)sysconf(_SC_CLK_TCK) / (double)result.ops;
+    return (double)(result.cpu_after - result.cpu_before) / 1e3 / (double)result.ops;
 }
 
 /* Printed as soon as phase 1 ends, so a reader sees it before phase 2 runs. */
@@ -985,10 +1013,10 @@ static int phase_churn(void)
 static int run_work(void)
 {
     int ok;
-    result.cpu_before = opt.server_pid != 0 ? server_total(cpu_ticks) : -1;
+    result.cpu_before = opt.server_pid != 0 ? server_total(own_cpu_ns, child_cpu_ns) : -1;
     ok = opt.churn ? phase_churn() : phase_echo();
-    result.cpu_after = opt.server_pid != 0 ? server_total(cpu_ticks) : -1;
-    result.rss_end = opt.server_pid != 0 ? server_total(rss_kib) : -1;
+    result.cpu_after = opt.server_pid != 0 ? server_total(own_cpu_ns, child_cpu_ns) : -1;
+    result.rss_end = opt.server_pid != 0 ? server_total(rss_kib, rss_kib) : -1;
     return ok;
 }
 
@@ -1008,7 +1036,7 @@ int main(int argc, char **argv)
     if (!opt.csv && nconns > 0)
         print_connections();
     if (opt.server_pid != 0)
-        result.rss_start = server_total(rss_kib);
+        result.rss_start = server_total(rss_kib, rss_kib);
     if (ok && (opt.churn || opt.msgs > 0))
         ok = run_work();
     if (opt.csv)

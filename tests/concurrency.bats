@@ -220,3 +220,42 @@ no_helpers_left() {
     finish many # all 100 connections are closed
     until_within 1 no_helpers_left "$baseline"
 }
+
+@test "1,000 clients through scripts/loadgen: all greeted while all connected, every echo exact" {
+    local status=0
+    start_server -m 2000
+    if [[ $(expect clients) == concurrent ]]; then
+        run timeout 60 "$ROOT/scripts/loadgen" -p "$(all_ports)" -c 1000 -n 20 -k 2 -s 100 -t 50
+        assert_success
+        assert_output --partial "1000 opened, 1000 greeted while all open, 0 failed"
+        assert_output --partial "20000 echoed, 0 failed"
+    else
+        run timeout 20 "$ROOT/scripts/loadgen" -p "$(all_ports)" -c 1000 -n 20 -t 3
+        assert_failure
+        assert_output --partial "1000 opened, 1 greeted while all open"
+    fi
+}
+
+# cpu_ticks: CPU time used so far by the server and its children, in ticks.
+cpu_ticks() {
+    local pid total=0
+    for pid in "$SERVER_PID" $(server_children); do
+        total=$((total + $(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
+@test "out of descriptors (ulimit -n 64, 100 clients): no spin, and served again once clients leave" {
+    local before used hz
+    [[ $(expect clients) == concurrent ]] || skip "one client at a time: it never runs out of descriptors"
+    SERVER_FD_LIMIT=64 start_server
+    hold many 100
+    before=$(cpu_ticks)
+    sleep 1 # the measurement window: CPU used during one second
+    used=$(($(cpu_ticks) - before))
+    hz=$(getconf CLK_TCK)
+    # Less than 0.3 s of CPU in that second: it did not spin on accept().
+    assert [ "$used" -lt $((hz * 3 / 10)) ]
+    finish many
+    served_again
+}

@@ -67,17 +67,19 @@ with_clean_fds() {
 # start_server [ARGS...]: start the chapter's server on free ports (one -p 0
 # per listener it expects) with its row's args, wait for its ready lines,
 # set PORT and PORTS. With SERVER_FD_LIMIT set, the server runs under that
-# descriptor limit (ulimit -n).
+# descriptor limit (ulimit -n); with SERVER_WRAPPER set (say "valgrind -q"),
+# under that command.
 start_server() {
     local listeners args=() i
     listeners=$(expect listeners)
     for ((i = 0; i < listeners; i++)); do args+=(-p 0); done
     [[ $(expect args) == - ]] || read -ra args <<<"${args[*]} $(expect args)"
-    with_clean_fds "$SERVER" "${args[@]}" "$@" >"$BATS_TEST_TMPDIR/server.out" \
+    # shellcheck disable=SC2086 # the wrapper is a command line, split on purpose
+    with_clean_fds ${SERVER_WRAPPER:-} "$SERVER" "${args[@]}" "$@" >"$BATS_TEST_TMPDIR/server.out" \
         2>"$BATS_TEST_TMPDIR/server.err" &
     SERVER_PID=$!
     STARTED+=("$SERVER_PID")
-    wait_for "$BATS_TEST_TMPDIR/server.out" '^listening on 127\.0\.0\.1:[0-9]*$' "$listeners" ||
+    wait_for "$BATS_TEST_TMPDIR/server.out" '^listening on 127\.0\.0\.1:[0-9]*$' "$listeners" 20 ||
         fail "no ready line from $CHAPTER/server: $(cat "$BATS_TEST_TMPDIR/server.err")"
     mapfile -t PORTS < <(sed -n 's/^listening on .*://p' "$BATS_TEST_TMPDIR/server.out")
     PORT=${PORTS[0]}
@@ -189,8 +191,8 @@ teardown() {
         for child in $(server_children); do stop_pid "$child"; done
     fi
     for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do stop_pid "${STARTED[i]}"; done
-    if grep -qE 'Sanitizer|runtime error' "$BATS_TEST_TMPDIR/server.err" 2>/dev/null; then
-        problems+=("sanitizer report: $(cat "$BATS_TEST_TMPDIR/server.err")")
+    if grep -qE 'Sanitizer|runtime error|ERROR SUMMARY: [1-9]' "$BATS_TEST_TMPDIR/server.err" 2>/dev/null; then
+        problems+=("sanitizer or valgrind report: $(cat "$BATS_TEST_TMPDIR/server.err")")
     fi
     ((${#problems[@]} == 0)) || fail "$(printf '%s\n' "${problems[@]}")"
 }

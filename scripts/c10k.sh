@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# scripts/c10k.sh [CHAPTER] [SERVER-ARGS...]: the C10K test behind `make c10k`.
+#
+# Ten thousand connections held open at once against one server (default
+# 06-epoll), all greeted while all are open, then ten echoes on each, every
+# byte checked (scripts/loadgen). Prints the server's thread count, its
+# memory per connection while the 10,000 sit idle, and its peak resident
+# memory. Fails if any connection was not served.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+chapter=${1:-06-epoll}
+shift || true
+conns=10000
+tmp=$(mktemp -d)
+server=
+cleanup() {
+    [[ -z $server ]] || kill "$server" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Each side needs a descriptor per connection, plus a few of its own.
+need=$((conns + 64))
+hard=$(ulimit -Hn)
+if [[ $hard != unlimited ]] && ((hard < need)); then
+    echo "c10k: needs 'ulimit -n $need' (the hard limit here is $hard)" >&2
+    exit 1
+fi
+ulimit -n "$need"
+
+"$chapter/server" -p 0 -q -m $((conns * 2)) "$@" >"$tmp/ready" &
+server=$!
+for _ in {1..250}; do grep -q '^listening' "$tmp/ready" && break; sleep 0.02; done
+port=$(sed -n '1s/.*://p' "$tmp/ready")
+before=$(awk '/^VmRSS:/ { print $2 }' "/proc/$server/status")
+
+echo "== $chapter $* : $conns connections at once (scripts/loadgen) =="
+scripts/loadgen -p "$port" -c "$conns" -n 10 -t 120 -P "$server" | tee "$tmp/report"
+threads=$(awk '/^Threads:/ { print $2 }' "/proc/$server/status")
+peak=$(awk '/^VmHWM:/ { print $2 }' "/proc/$server/status")
+idle=$(sed -n 's/.*RSS \([0-9]*\) KiB after connect.*/\1/p' "$tmp/report")
+echo "server threads: $threads"
+echo "server memory: $before KiB before, $idle KiB with $conns idle connections:" \
+    "$(awk -v a="$before" -v b="$idle" -v n="$conns" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }') bytes per connection"
+echo "server peak resident memory (VmHWM): $peak KiB"
