@@ -68,7 +68,7 @@ with_clean_fds() {
 # per listener it expects) with its row's args, wait for its ready lines,
 # set PORT and PORTS. With SERVER_FD_LIMIT set, the server runs under that
 # descriptor limit (ulimit -n); with SERVER_WRAPPER set (say "valgrind -q"),
-# under that command.
+# under that command (valgrind --quiet: any line it prints is an error).
 start_server() {
     local listeners args=() i
     listeners=$(expect listeners)
@@ -191,7 +191,7 @@ teardown() {
         for child in $(server_children); do stop_pid "$child"; done
     fi
     for ((i = ${#STARTED[@]} - 1; i >= 0; i--)); do stop_pid "${STARTED[i]}"; done
-    if grep -qE 'Sanitizer|runtime error|ERROR SUMMARY: [1-9]' "$BATS_TEST_TMPDIR/server.err" 2>/dev/null; then
+    if grep -qE 'Sanitizer|runtime error|^==[0-9]+== ' "$BATS_TEST_TMPDIR/server.err" 2>/dev/null; then
         problems+=("sanitizer or valgrind report: $(cat "$BATS_TEST_TMPDIR/server.err")")
     fi
     ((${#problems[@]} == 0)) || fail "$(printf '%s\n' "${problems[@]}")"
