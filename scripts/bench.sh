@@ -22,14 +22,7 @@ if (($# > 0)); then chapters=("$@"); else chapters=(01-blocking 02-select-multip
 cells=(busy-1 busy-10 busy-100 busy-1000 idle-900 churn)
 out=out/bench
 mkdir -p "$out"
-tmp=$(mktemp -d)
-server=
-cleanup() {
-    [[ -z $server ]] || kill "$server" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+source scripts/common.sh
 ulimit -n "$(ulimit -Hn)" # 1000 connections need more than the usual 1024 descriptors
 
 # loadgen_args CELL: what loadgen runs for this cell (about 50,000 messages).
@@ -50,21 +43,15 @@ applies() {
 run_cell() {
     local chapter=$1 cell=$2 dir=${1%%+*} args=() row
     [[ $chapter != *+et ]] || args=(-e)
-    taskset -c 0 "$dir/server" -p 0 -q -m 5000 "${args[@]}" >"$tmp/ready" 2>/dev/null &
-    server=$!
-    for _ in {1..500}; do grep -q '^listening' "$tmp/ready" && break; sleep 0.02; done
     # shellcheck disable=SC2046 # loadgen_args is a list of words
-    if ! grep -q '^listening' "$tmp/ready"; then
-        echo "$chapter $cell: no ready line from the server" >>"$out/errors.log"
+    if ! launch taskset -c 0 "$dir/server" -p 0 -q -m 5000 "${args[@]}" 2>>"$out/errors.log"; then
         row="FAILED"
-    elif ! row=$(taskset -c 1 scripts/loadgen -p "$(sed -n '1s/.*://p' "$tmp/ready")" $(loadgen_args "$cell") \
-        -t 60 -P "$server" -C 2>>"$out/errors.log"); then
+    elif ! row=$(taskset -c 1 scripts/loadgen -p "$port" $(loadgen_args "$cell") \
+        -t 60 -P "$pid" -C 2>>"$out/errors.log"); then
         echo "$chapter $cell: loadgen failed (above)" >>"$out/errors.log"
         row="FAILED"
     fi
-    kill "$server"
-    wait "$server" 2>/dev/null || true
-    server=
+    stop "$pid"
     echo "$chapter,$cell,$row" >>"$out/results.csv"
 }
 

@@ -11,14 +11,7 @@ cd "$(dirname "$0")/.."
 chapter=${1:-06-epoll}
 shift || true
 conns=10000
-tmp=$(mktemp -d)
-server=
-cleanup() {
-    [[ -z $server ]] || kill "$server" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+source scripts/common.sh
 
 # Each side needs a descriptor per connection, plus a few of its own.
 need=$((conns + 64))
@@ -29,16 +22,13 @@ if [[ $hard != unlimited ]] && ((hard < need)); then
 fi
 ulimit -n "$need"
 
-"$chapter/server" -p 0 -q -m $((conns * 2)) "$@" >"$tmp/ready" &
-server=$!
-for _ in {1..250}; do grep -q '^listening' "$tmp/ready" && break; sleep 0.02; done
-port=$(sed -n '1s/.*://p' "$tmp/ready")
-before=$(awk '/^VmRSS:/ { print $2 }' "/proc/$server/status")
+launch "$chapter/server" -p 0 -q -m $((conns * 2)) "$@"
+before=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
 
 echo "== $chapter $* : $conns connections at once (scripts/loadgen) =="
-scripts/loadgen -p "$port" -c "$conns" -n 10 -t 120 -P "$server" | tee "$tmp/report"
-threads=$(awk '/^Threads:/ { print $2 }' "/proc/$server/status")
-peak=$(awk '/^VmHWM:/ { print $2 }' "/proc/$server/status")
+scripts/loadgen -p "$port" -c "$conns" -n 10 -t 120 -P "$pid" | tee "$tmp/report"
+threads=$(awk '/^Threads:/ { print $2 }' "/proc/$pid/status")
+peak=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
 idle=$(sed -n 's/.*RSS \([0-9]*\) KiB after connect.*/\1/p' "$tmp/report")
 echo "server threads: $threads"
 echo "server memory: $before KiB before, $idle KiB with $conns idle connections:" \

@@ -18,15 +18,7 @@ cd "$(dirname "$0")/.."
 clients=100
 if [[ ${1:-} == -n ]]; then clients=$2; shift 2; fi
 (($# > 0)) || { echo "usage: scripts/client-cost.sh [-n CLIENTS] CHAPTER..." >&2; exit 2; }
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+source scripts/common.sh
 
 # kib FILE FIELD: the number after "FIELD:" in a /proc file, in KiB.
 kib() {
@@ -45,25 +37,21 @@ snapshot() {
 
 # measure CHAPTER: print "user virtual kernel" KiB per idle client.
 measure() {
-    local chapter=$1 server holder before after
-    "$chapter/server" -p 0 -q >"$tmp/ready" 2>/dev/null &
-    server=$!
-    pids+=("$server")
-    for _ in {1..250}; do grep -q '^listening' "$tmp/ready" && break; sleep 0.02; done
-    before=$(snapshot "$server")
+    local chapter=$1 holder before after
+    launch "$chapter/server" -p 0 -q
+    before=$(snapshot "$pid")
     mkfifo "$tmp/hold.in"
-    scripts/probe -p "$(sed -n '1s/.*://p' "$tmp/ready")" -c "$clients" -t 20 <"$tmp/hold.in" >"$tmp/hold.out" &
+    scripts/probe -p "$port" -c "$clients" -t 20 <"$tmp/hold.in" >"$tmp/hold.out" &
     holder=$!
-    pids+=("$holder")
-    exec {keep}>"$tmp/hold.in"
-    for _ in {1..1500}; do grep -q '^answered' "$tmp/hold.out" && break; sleep 0.02; done
+    launched+=("$holder")
+    exec {keep}>"$tmp/hold.in" # the probe holds its connections until this closes
+    wait_for "$tmp/hold.out" '^answered' || true
     grep -q "^answered $clients of $clients" "$tmp/hold.out" ||
         { echo "$chapter: not every client was greeted: $(tail -1 "$tmp/hold.out")" >&2; exit 1; }
-    after=$(snapshot "$server")
+    after=$(snapshot "$pid")
     exec {keep}>&-
     wait "$holder" || true
-    kill "$server"
-    wait "$server" || true
+    stop "$pid"
     rm -f "$tmp/hold.in"
     awk -v n="$clients" -v a="$before" -v b="$after" 'BEGIN {
         split(a, x, " "); split(b, y, " ")

@@ -12,36 +12,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 chapter=${1:?usage: scripts/demo.sh CHAPTER-DIRECTORY}
 server=$chapter/server client=$chapter/client
-tmp=$(mktemp -d)
-pids=()
-
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+source scripts/common.sh
 
 if [[ -t 1 ]]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
 say() { printf '\n%s%s%s\n' "$bold" "$*" "$plain"; }
 
-# wait_for FILE REGEX: until FILE has a line matching REGEX (at most 10 s).
-wait_for() {
-    for _ in {1..500}; do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.02; done
-    return 1
-}
-
-# start_server NAME ARGS...: the chapter's server on a free port; sets port.
+# start_server ARGS...: the chapter's server on a free port; sets pid, port.
 start_server() {
-    local name=$1
-    shift
     echo "\$ $server -p 0 -q $*"
-    "$server" -p 0 -q "$@" >"$tmp/$name.ready" 2>"$tmp/$name.log" &
-    pids+=($!)
-    wait_for "$tmp/$name.ready" '^listening'
-    cat "$tmp/$name.ready"
-    port=$(sed -n '1s/.*://p' "$tmp/$name.ready")
+    launch "$server" -p 0 -q "$@"
+    cat "$tmp/ready"
 }
 
 # since START: seconds elapsed since START (an $EPOCHREALTIME).
@@ -80,7 +60,7 @@ flood_scene() {
     local keep start
     mkfifo "$tmp/flood.in"
     scripts/probe -p "$port" -f 100 -t 10 <"$tmp/flood.in" >"$tmp/flood.out" 2>/dev/null &
-    pids+=($!)
+    launched+=($!)
     exec {keep}>"$tmp/flood.in" # the flooder holds its connection until this closes
     wait_for "$tmp/flood.out" '^sent'
     echo "flooder: $(cat "$tmp/flood.out") (then the server took no more for a second)"
@@ -95,20 +75,20 @@ flood_scene() {
 
 zombie_scene() {
     say "== without reaping (-z), every child that ended stays a zombie =="
-    start_server zombies -z
+    start_server -z
     for _ in 1 2 3; do printf 'quit\n' | timeout 5 "$client" -p "$port" >/dev/null; done
     for _ in {1..100}; do # until the three children have exited
         # shellcheck disable=SC2009 # pgrep cannot select by process state
-        (($(ps -o stat= --ppid "${pids[-1]}" | grep -c Z) == 3)) && break
+        (($(ps -o stat= --ppid "$pid" | grep -c Z) == 3)) && break
         sleep 0.02
     done
-    echo "\$ ps -o pid,ppid,stat,cmd --ppid ${pids[-1]}"
-    ps -o pid,ppid,stat,cmd --ppid "${pids[-1]}"
+    echo "\$ ps -o pid,ppid,stat,cmd --ppid $pid"
+    ps -o pid,ppid,stat,cmd --ppid "$pid"
     echo "(stat Z: dead, but kept until the parent calls waitpid(); without -z the parent does)"
 }
 
 say "== $chapter: the server =="
-start_server main
+start_server
 timeline_scene
 sticky_packets_scene
 [[ $chapter == 01-* ]] || flood_scene

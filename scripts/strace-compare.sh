@@ -13,22 +13,17 @@ cd "$(dirname "$0")/.."
 (($# > 0)) || { echo "usage: scripts/strace-compare.sh CHAPTER..." >&2; exit 2; }
 SESSIONS=4
 mkdir -p out/strace
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+source scripts/common.sh
 
 # trace CHAPTER: run the scenario, leave the trace in out/strace/CHAPTER.trace.
 trace() {
-    local chapter=$1 tracer server i
-    strace -f -qq -o "out/strace/$chapter.trace" "$chapter/server" -p 0 -q >"$tmp/ready" 2>/dev/null &
-    tracer=$!
-    for _ in {1..250}; do grep -q '^listening' "$tmp/ready" && break; sleep 0.02; done
-    port=$(sed -n '1s/.*://p' "$tmp/ready")
+    local chapter=$1 i
+    launch strace -f -qq -o "out/strace/$chapter.trace" "$chapter/server" -p 0 -q
     for ((i = 0; i < SESSIONS; i++)); do
         printf 'one\ntwo\nthree\nquit\n' | timeout 10 "$chapter/client" -p "$port" >/dev/null
     done
-    server=$(ps -o pid= --ppid "$tracer") # strace started the server as its child
-    kill -TERM "$server"
-    wait "$tracer" || true
+    kill -TERM "$(ps -o pid= --ppid "$pid")" # the server: strace started it as its child
+    wait "$pid" || true
 }
 
 # calls CHAPTER: "name count" for each system call from the first accept on.

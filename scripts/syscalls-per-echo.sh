@@ -11,19 +11,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 (($# > 0)) || { echo "usage: scripts/syscalls-per-echo.sh CHAPTER..." >&2; exit 2; }
 conns=100 msgs=1000
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+source scripts/common.sh
 
 printf '%-22s %12s %12s %12s   %s\n' chapter calls per-echo epoll_ctl "the calls that matter, per echo"
 for chapter in "$@"; do
     dir=${chapter%%+*} args=()
     [[ $chapter != *+et ]] || args=(-e)
-    strace -c -f -o "$tmp/count" "$dir/server" -p 0 -q -m 5000 "${args[@]}" >"$tmp/ready" 2>/dev/null &
-    tracer=$!
-    for _ in {1..250}; do grep -q '^listening' "$tmp/ready" && break; sleep 0.02; done
-    scripts/loadgen -p "$(sed -n '1s/.*://p' "$tmp/ready")" -c $conns -n $msgs -t 120 >/dev/null
-    kill -TERM "$(ps -o pid= --ppid "$tracer")" # the server, strace's child
-    wait "$tracer" || true
+    launch strace -c -f -o "$tmp/count" "$dir/server" -p 0 -q -m 5000 "${args[@]}"
+    scripts/loadgen -p "$port" -c $conns -n $msgs -t 120 >/dev/null
+    kill -TERM "$(ps -o pid= --ppid "$pid")" # the server: strace started it as its child
+    wait "$pid" || true
     # strace -c columns: % time, seconds, usecs/call, calls, [errors,] syscall.
     awk -v m=$((conns * msgs)) -v chapter="$chapter" '
         NF >= 5 && $4 ~ /^[0-9]+$/ { calls[$NF] = $4 }

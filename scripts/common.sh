@@ -1,0 +1,40 @@
+# shellcheck shell=bash
+# scripts/common.sh: what the scripts here share; each one sources it.
+# A scratch directory, servers started in the background with `launch` and
+# stopped by pid when the script ends, and the wait for a ready line.
+
+tmp=$(mktemp -d)
+launched=() # pids of everything started, stopped when the script exits
+
+stop_launched() {
+    local pid
+    for pid in "${launched[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap stop_launched EXIT
+
+# wait_for FILE REGEX: until FILE has a line matching REGEX (at most 10 s).
+wait_for() {
+    for _ in {1..500}; do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.02; done
+    return 1
+}
+
+# launch COMMAND...: run a server COMMAND in the background, its stdout in
+# $tmp/ready and its stderr in $tmp/server.log, and wait for its
+# "listening on" line. Sets pid (COMMAND's) and port (its first listener).
+launch() {
+    "$@" >"$tmp/ready" 2>>"$tmp/server.log" &
+    pid=$!
+    launched+=("$pid")
+    wait_for "$tmp/ready" '^listening' ||
+        { echo "$*: no ready line; $(tail -3 "$tmp/server.log")" >&2; return 1; }
+    # shellcheck disable=SC2034 # used by the scripts that source this file
+    port=$(sed -n '1s/.*://p' "$tmp/ready")
+}
+
+# stop PID: SIGTERM (the servers exit 0 on it), then reap it.
+stop() {
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
