@@ -683,15 +683,22 @@ static int run_once(int block)
 
 /* ==================== The server's CPU and memory (/proc) ================== */
 
+/* /proc/PID/FILE, open for reading; NULL when the process has gone. */
+static FILE *open_proc(long pid, const char *file)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/%s", pid, file);
+    return fopen(path, "r");
+}
+
 /* utime + stime + cutime + cstime, fields 14-17 of /proc/PID/stat, in clock
  * ticks: CPU of all its threads, and of the children it has reaped. The
  * command name (field 2) may hold spaces, so counting starts after its ')'. */
 static long long cpu_ticks(long pid)
 {
-    char path[64], line[1024];
+    char line[1024];
     long long total = 0;
-    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-    FILE *f = fopen(path, "r");
+    FILE *f = open_proc(pid, "stat");
     if (f == NULL)
         return -1;
     char *p = fgets(line, sizeof line, f) != NULL ? strrchr(line, ')') : NULL;
@@ -708,10 +715,9 @@ static long long cpu_ticks(long pid)
 /* VmRSS from /proc/PID/status, in KiB; a zombie has none. */
 static long long rss_kib(long pid)
 {
-    char path[64], line[256];
+    char line[256];
     long long kib = 0;
-    snprintf(path, sizeof path, "/proc/%ld/status", pid);
-    FILE *f = fopen(path, "r");
+    FILE *f = open_proc(pid, "status");
     if (f == NULL)
         return -1;
     while (fgets(line, sizeof line, f) != NULL)
@@ -742,10 +748,8 @@ static long long children_total(const char *path, long long (*measure)(long))
  * summed over a hundred children, the ticks would read 0. */
 static long long child_cpu_ns(long pid)
 {
-    char path[64];
     long long ns = -1;
-    snprintf(path, sizeof path, "/proc/%ld/schedstat", pid);
-    FILE *f = fopen(path, "r");
+    FILE *f = open_proc(pid, "schedstat");
     if (f == NULL)
         return -1;
     if (fscanf(f, "%lld", &ns) != 1)

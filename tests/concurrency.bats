@@ -236,23 +236,14 @@ no_helpers_left() {
     fi
 }
 
-# cpu_ticks: CPU time used so far by the server and its children, in ticks.
-cpu_ticks() {
-    local pid total=0
-    for pid in "$SERVER_PID" $(server_children); do
-        total=$((total + $(awk '{ print $14 + $15 + $16 + $17 }' "/proc/$pid/stat" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
-
 @test "out of descriptors (ulimit -n 64, 100 clients): no spin, and served again once clients leave" {
     local before used hz
     [[ $(expect clients) == concurrent ]] || skip "one client at a time: it never runs out of descriptors"
     SERVER_FD_LIMIT=64 start_server
     hold many 100
-    before=$(cpu_ticks)
+    before=$(server_cpu_ticks)
     sleep 1 # the measurement window: CPU used during one second
-    used=$(($(cpu_ticks) - before))
+    used=$(($(server_cpu_ticks) - before))
     hz=$(getconf CLK_TCK)
     # Less than 0.3 s of CPU in that second: it did not spin on accept().
     assert [ "$used" -lt $((hz * 3 / 10)) ]

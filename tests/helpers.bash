@@ -85,14 +85,26 @@ start_server() {
     PORT=${PORTS[0]}
 }
 
-# The server's resident memory in KiB, from the kernel's own count, its
-# child processes included.
-server_rss_kib() {
+# server_sum FILE AWK: the sum, over the server and its child processes, of
+# the n that the AWK program sets reading /proc/PID/FILE.
+server_sum() {
     local pid total=0
     for pid in "$SERVER_PID" $(server_children); do
-        total=$((total + $(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)))
+        total=$((total + $(awk "$2"' END { print n + 0 }' "/proc/$pid/$1" 2>/dev/null || echo 0)))
     done
     echo "$total"
+}
+
+# The server's resident memory in KiB, from the kernel's own count.
+server_rss_kib() {
+    # shellcheck disable=SC2016 # an awk program, not shell
+    server_sum status '/^VmRSS:/ { n = $2 }'
+}
+
+# The server's CPU time so far (utime + stime + cutime + cstime), in ticks.
+server_cpu_ticks() {
+    # shellcheck disable=SC2016 # an awk program, not shell
+    server_sum stat '{ n = $14 + $15 + $16 + $17 }'
 }
 
 # The server's child processes (zombies included).
