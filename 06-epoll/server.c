@@ -17,7 +17,7 @@
  * loop, which is why event-loop frameworks pair the loop with a thread pool.
  *
  * The file reads top to bottom: configuration, command line, signals, the
- * listening sockets, the wire protocol, serving clients, the select loop, main.
+ * listening sockets, the wire protocol, serving clients, the epoll loop, main.
  */
 #define _GNU_SOURCE /* gettid(), accept4() */
 #include <arpa/inet.h>
@@ -57,8 +57,8 @@
  * queue see their SYNs dropped and retried after a second. */
 #define BACKLOG SOMAXCONN
 
-/* epoll has no FD_SETSIZE: ten thousand clients (the C10K problem) cost a
- * few hundred bytes each here. The descriptor limit (ulimit -n) still
+/* epoll has no FD_SETSIZE: ten thousand clients (the C10K problem) cost
+ * about a hundred bytes of our memory each here (make c10k measures it). The descriptor limit (ulimit -n) still
  * applies; past it, clients are refused (see shed_connection). */
 #define DEFAULT_MAX_CLIENTS 10000
 
