@@ -37,16 +37,27 @@ expect() {
 
 # ---------------------------------- waiting ----------------------------------
 
-# wait_for FILE REGEX [COUNT] [SECONDS]: until FILE has COUNT lines matching
-# REGEX (default 1), polling every 20 ms. Fails after SECONDS (default 5).
-wait_for() {
-    local file=$1 regex=$2 count=${3:-1} seconds=${4:-5} tries
-    tries=$(awk -v s="$seconds" 'BEGIN { print int(s * 50) }')
-    while ((tries-- > 0)); do
-        (($(grep -ac -- "$regex" "$file" 2>/dev/null || true) >= count)) && return 0
+# until_within SECONDS COMMAND...: poll COMMAND every 20 ms until it
+# succeeds; fail if SECONDS pass first. Every wait in the suite is this one.
+until_within() {
+    local tries
+    tries=$(awk -v s="$1" 'BEGIN { print int(s * 50) }')
+    shift
+    until "$@"; do
+        ((tries-- > 0)) || return 1
         sleep 0.02
     done
-    return 1
+}
+
+# has_lines FILE REGEX COUNT: FILE has COUNT lines matching REGEX.
+has_lines() {
+    (($(grep -ac -- "$2" "$1" 2>/dev/null || true) >= $3))
+}
+
+# wait_for FILE REGEX [COUNT] [SECONDS]: until FILE has COUNT lines matching
+# REGEX (default 1); fails after SECONDS (default 5).
+wait_for() {
+    until_within "${4:-5}" has_lines "$1" "$2" "${3:-1}"
 }
 
 # -------------------------------- the server ---------------------------------
@@ -166,28 +177,29 @@ finish() {
 
 # ------------------------------- teardown ----------------------------------
 
+# has_exited PID: PID is gone, or a zombie waiting to be reaped.
+has_exited() {
+    local state
+    state=$(ps -o stat= -p "$1") || return 0
+    [[ $state == Z* ]]
+}
+
 # stop_pid PID: SIGTERM, up to 2 s to exit, then SIGKILL; reap it.
 stop_pid() {
-    local pid=$1 tries=100 state
-    kill -TERM "$pid" 2>/dev/null || return 0
-    while ((tries-- > 0)); do
-        state=$(ps -o stat= -p "$pid") || break
-        [[ $state == Z* ]] && break
-        sleep 0.02
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    kill -TERM "$1" 2>/dev/null || return 0
+    until_within 2 has_exited "$1" || kill -KILL "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# no_zombie: the server has no zombie child right now.
+no_zombie() {
+    # shellcheck disable=SC2009 # pgrep cannot select by process state
+    ! ps -o stat= --ppid "$SERVER_PID" | grep -q '^Z'
 }
 
 # Zombie children of the server that stay for a whole second.
 lasting_zombies() {
-    local tries=50
-    while ((tries-- > 0)); do
-        # shellcheck disable=SC2009 # pgrep cannot select by process state
-        ps -o stat= --ppid "$SERVER_PID" | grep -q '^Z' || return 0
-        sleep 0.02
-    done
-    ps -o pid=,stat= --ppid "$SERVER_PID"
+    until_within 1 no_zombie || ps -o pid=,stat= --ppid "$SERVER_PID"
 }
 
 # Every test ends here: the server must still be alive (unless the test
