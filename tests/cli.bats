@@ -11,14 +11,14 @@ load helpers
 
 @test "logs connects and disconnects to stderr" {
     start_server
-    printf 'q\n' | timeout 10 "$CLIENT" -p "$PORT" >/dev/null
+    talk q >/dev/null
     wait_for "$BATS_TEST_TMPDIR/server.err" 'disconnect 127\.0\.0\.1:[0-9]*'
     assert grep -q 'connect 127\.0\.0\.1:[0-9]*' "$BATS_TEST_TMPDIR/server.err"
 }
 
 @test "-q silences the connect and disconnect log" {
     start_server -q
-    printf 'q\n' | timeout 10 "$CLIENT" -p "$PORT" >/dev/null
+    talk q >/dev/null
     SERVER_MAY_EXIT=1
     stop_pid "$SERVER_PID" # once it has exited, its log is complete
     assert grep -q 'stopping' "$BATS_TEST_TMPDIR/server.err"

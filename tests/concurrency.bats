@@ -197,7 +197,7 @@ no_helpers_left() {
     start_server
     # One client first, and its thread gone: threads started lazily (such
     # as ThreadSanitizer's) then belong to the baseline.
-    tid=$(printf 'q\n' | timeout 10 "$CLIENT" -p "$PORT" | sed -n 's/.* tid=\([0-9]*\) .*/\1/p')
+    tid=$(talk q | sed -n 's/.* tid=\([0-9]*\) .*/\1/p')
     until_within 1 test ! -e "/proc/$SERVER_PID/task/$tid" -o "$tid" = "$SERVER_PID"
     baseline=$(server_threads)
     hold many 100

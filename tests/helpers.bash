@@ -130,6 +130,11 @@ server_threads() {
 
 # ---------------------------- client sessions ------------------------------
 
+# talk LINE...: the chapter's client sends these lines and prints the replies.
+talk() {
+    printf '%s\n' "$@" | timeout 10 "$CLIENT" -p "$PORT"
+}
+
 # open_session NAME [PORT]: run the chapter's client in the background, its
 # stdin a FIFO the test writes to with `say`, its stdout in NAME.out.
 open_session() {

@@ -9,11 +9,6 @@ setup() {
     start_server
 }
 
-# talk LINE...: the chapter's client sends these lines and prints the replies.
-talk() {
-    printf '%s\n' "$@" | timeout 10 "$CLIENT" -p "$PORT"
-}
-
 # probe ARGS...: scripts/probe on this server; stdin is what it sends,
 # stdout what it received (its own complaints go to probe.err).
 probe() {
