@@ -5,9 +5,11 @@
  *
  *   loadgen -p PORT[,PORT...] [-H host] [-c conns] [-i idle] [-n msgs]
  *           [-s size] [-k inflight] [-r] [-t seconds] [-P server-pid] [-C]
+ *   loadgen --unix PATH [the same options but -H and -p]
  *
  *   -p  the server's port(s); connections are spread over them round-robin
  *   -H  the server's address, loopback only (default 127.0.0.1)
+ *   --unix  every connection to this Unix stream socket instead (07 serves one)
  *   -c  busy connections (default 10)
  *   -i  idle connections: greeted, then held open and silent (default 0)
  *   -n  lines each busy connection sends (default 1000; 0: connect only);
@@ -44,10 +46,11 @@
  * histograms, connections, phase 1, phase 2, churn, the event loop, the
  * server's CPU and memory, reporting, main.
  */
-#define _GNU_SOURCE /* SOCK_NONBLOCK, SOCK_CLOEXEC */
+#define _GNU_SOURCE /* SOCK_NONBLOCK, SOCK_CLOEXEC, getopt_long */
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -58,6 +61,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -103,6 +107,7 @@ static const char BYE[] = "bye\n";
 static struct {
     struct in_addr host;
     int ports[MAX_PORTS], nports;
+    const char *unix_path; /* --unix: this socket file instead of host and ports */
     int conns, idle, msgs, size, inflight;
     int churn, csv;
     int timeout;      /* seconds, for the whole run */
@@ -113,7 +118,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: loadgen -p port[,port...] [-H host] [-c conns] [-i idle] [-n msgs]\n"
-            "               [-s size] [-k inflight] [-r] [-t seconds] [-P server-pid] [-C]\n");
+            "               [-s size] [-k inflight] [-r] [-t seconds] [-P server-pid] [-C]\n"
+            "       loadgen --unix path [the same options but -H and -p]\n");
     exit(2);
 }
 
@@ -156,11 +162,15 @@ static void parse_host(const char *text)
 
 static void parse_options(int argc, char **argv)
 {
+    static const struct option long_options[] = {{"unix", required_argument, NULL, 'u'},
+                                                 {NULL, 0, NULL, 0}};
+    struct sockaddr_un un;
     int c;
     parse_host("127.0.0.1");
-    while ((c = getopt(argc, argv, "p:H:c:i:n:s:k:rt:P:C")) != -1) {
+    while ((c = getopt_long(argc, argv, "p:H:c:i:n:s:k:rt:P:C", long_options, NULL)) != -1) {
         switch (c) {
         case 'p': parse_ports(optarg); break;
+        case 'u': opt.unix_path = optarg; break;
         case 'H': parse_host(optarg); break;
         case 'c': opt.conns = (int)parse_number(optarg, 1, MAX_CONNS); break;
         case 'i': opt.idle = (int)parse_number(optarg, 0, MAX_CONNS); break;
@@ -174,7 +184,11 @@ static void parse_options(int argc, char **argv)
         default: usage();
         }
     }
-    if (optind != argc || opt.nports == 0 || opt.conns + opt.idle > MAX_CONNS)
+    if (optind != argc || opt.conns + opt.idle > MAX_CONNS)
+        usage();
+    /* Ports or a path, not both; a path must fit in sun_path with its NUL. */
+    if ((opt.nports == 0) == (opt.unix_path == NULL) ||
+        (opt.unix_path != NULL && strlen(opt.unix_path) >= sizeof un.sun_path))
         usage();
     if (opt.churn && opt.msgs == 0)
         usage(); /* churn with nothing to complete */
@@ -340,7 +354,10 @@ static void fail(struct conn *c, const char *fmt, ...)
     if (stats.failed < MAX_FAILURE_REPORTS) {
         va_list ap;
         va_start(ap, fmt);
-        fprintf(stderr, "loadgen: connection %d (port %d): ", c->id, c->port);
+        if (opt.unix_path != NULL)
+            fprintf(stderr, "loadgen: connection %d: ", c->id);
+        else
+            fprintf(stderr, "loadgen: connection %d (port %d): ", c->id, c->port);
         vfprintf(stderr, fmt, ap);
         fputc('\n', stderr);
         va_end(ap);
@@ -370,27 +387,50 @@ static void watch(struct conn *c, uint32_t events)
     c->events = events;
 }
 
+/* The server's address for connection number i: the Unix socket file, or
+ * the ports in turn (its port goes to c->port, for failure reports). The
+ * only place that tells the two families apart; parse_options() checked the
+ * path's length. */
+static socklen_t server_address(struct conn *c, int i, struct sockaddr_storage *addr)
+{
+    memset(addr, 0, sizeof *addr);
+    if (opt.unix_path != NULL) {
+        struct sockaddr_un *un = (struct sockaddr_un *)addr;
+        un->sun_family = AF_UNIX;
+        memcpy(un->sun_path, opt.unix_path, strlen(opt.unix_path) + 1);
+        return sizeof *un;
+    }
+    struct sockaddr_in *in = (struct sockaddr_in *)addr;
+    c->port = opt.ports[i % opt.nports];
+    in->sin_family = AF_INET;
+    in->sin_port = htons((uint16_t)c->port);
+    in->sin_addr = opt.host;
+    return sizeof *in;
+}
+
 /* A non-blocking connect() returns at once (EINPROGRESS) and epoll reports
  * the socket writable once the handshake is over, so thousands of connects
- * are under way together. TCP_NODELAY: a short line goes out at once, not
- * after Nagle's algorithm has waited for the previous one's ACK. */
-static void start_conn(struct conn *c, int port)
+ * are under way together. (A Unix socket connects at once, or fails with
+ * EAGAIN when the server's backlog is full.) TCP_NODELAY: a short line goes
+ * out at once, not after Nagle's algorithm has waited for the previous one's
+ * ACK; a Unix socket has no Nagle to turn off. */
+static void start_conn(struct conn *c, int i)
 {
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                               .sin_addr = opt.host};
+    struct sockaddr_storage addr;
+    socklen_t len = server_address(c, i, &addr);
     struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
     int one = 1;
-    c->port = port;
     c->rx = 0;
     c->events = EPOLLOUT;
     c->started = now_ns();
     set_state(c, CONNECTING);
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    c->fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
         fail(c, "socket: %s", strerror(errno));
-    else if (setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
+    else if (addr.ss_family == AF_INET &&
+             setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
         fail(c, "setsockopt TCP_NODELAY: %s", strerror(errno));
-    else if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) < 0 && errno != EINPROGRESS)
+    else if (connect(c->fd, (struct sockaddr *)&addr, len) < 0 && errno != EINPROGRESS)
         fail(c, "connect: %s", strerror(errno));
     else if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
         fail(c, "epoll_ctl: %s", strerror(errno));
@@ -609,7 +649,7 @@ static void refill_slots(struct conn *slots, int *started)
         while (slots[i].fd < 0 && *started < opt.msgs) {
             slots[i].id = *started;
             slots[i].kind = CHURN;
-            start_conn(&slots[i], opt.ports[*started % opt.nports]);
+            start_conn(&slots[i], *started);
             (*started)++;
         }
     }
@@ -958,7 +998,7 @@ static int phase_connect(void)
     for (int i = 0; i < nconns; i++) {
         conns[i].id = i;
         conns[i].kind = i < opt.idle ? IDLE : BUSY;
-        start_conn(&conns[i], opt.ports[i % opt.nports]);
+        start_conn(&conns[i], i);
         run_once(0); /* see the handshakes done so far: see finish_connect() */
     }
     while (in_state[CONNECTING] + in_state[GREETING] > 0 && run_once(1))

@@ -1,11 +1,15 @@
 /*
  * scripts/probe.c: a raw TCP client for the tests and the demos, for when the
  * chapter's own client is too polite. It controls exactly how bytes go out.
+ * Every mode also works on a Unix stream socket: --unix PATH in place of -p
+ * (07-socketserver-clone serves one).
  *
  *   probe -p PORT [-s] [-w | -r] [-n LINES] [-t SECONDS]   < bytes
- *       Send stdin in one send() (or one byte per send(), 1 ms apart, with -s):
+ *       Send stdin in one send() as far as the socket takes it (or one byte
+ *       per send(), 1 ms apart, with -s), copying replies meanwhile; then:
  *       -w  shut down the write side (half-close) and read until EOF;
- *       -r  reset the connection (RST) and exit at once;
+ *       -r  reset the connection (RST) and exit at once (a Unix socket has
+ *           no RST: it is closed, and the server sees it end mid-line);
  *       otherwise read until EOF, or until LINES lines came.
  *       Received bytes go to stdout untouched.
  *
@@ -26,6 +30,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -34,6 +39,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +52,7 @@
 static struct {
     const char *host;
     int ports[MAX_PORTS], nports;
+    const char *unix_path; /* --unix: this socket file instead of host and ports */
     int split, half_close, reset;
     int lines, conns, flood_mib;
     double timeout;
@@ -54,7 +61,8 @@ static struct {
 static void usage(void)
 {
     fprintf(stderr, "usage: probe [-H host] -p port[,port...] [-s] [-w|-r] [-n lines]\n"
-                    "             [-c conns] [-f mib] [-t seconds]\n");
+                    "             [-c conns] [-f mib] [-t seconds]\n"
+                    "       probe --unix path [the same options but -H and -p]\n");
     exit(2);
 }
 
@@ -70,11 +78,15 @@ static void parse_ports(char *list)
 
 static void parse_options(int argc, char **argv)
 {
+    static const struct option long_options[] = {{"unix", required_argument, NULL, 'u'},
+                                                 {NULL, 0, NULL, 0}};
+    struct sockaddr_un un;
     int c;
-    while ((c = getopt(argc, argv, "H:p:swrn:c:f:t:")) != -1) {
+    while ((c = getopt_long(argc, argv, "H:p:swrn:c:f:t:", long_options, NULL)) != -1) {
         switch (c) {
         case 'H': opt.host = optarg; break;
         case 'p': parse_ports(optarg); break;
+        case 'u': opt.unix_path = optarg; break;
         case 's': opt.split = 1; break;
         case 'w': opt.half_close = 1; break;
         case 'r': opt.reset = 1; break;
@@ -85,7 +97,9 @@ static void parse_options(int argc, char **argv)
         default: usage();
         }
     }
-    if (opt.nports == 0 || optind != argc || opt.timeout <= 0)
+    /* Ports or a path, not both; a path must fit in sun_path with its NUL. */
+    if ((opt.nports == 0) == (opt.unix_path == NULL) || optind != argc || opt.timeout <= 0 ||
+        (opt.unix_path != NULL && strlen(opt.unix_path) >= sizeof un.sun_path))
         usage();
 }
 
@@ -103,14 +117,39 @@ static int ms_left(double deadline)
     return left > 0 ? (int)(left * 1000) + 1 : 0;
 }
 
-static int connect_to(int port)
+/* The server's address for connection i: the Unix socket file, or the ports
+ * in turn. The only place that tells the two families apart; the length
+ * parse_options() checked. */
+static socklen_t server_address(int i, struct sockaddr_storage *addr)
 {
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
-    if (inet_pton(AF_INET, opt.host, &addr.sin_addr) != 1)
+    memset(addr, 0, sizeof *addr);
+    if (opt.unix_path != NULL) {
+        struct sockaddr_un *un = (struct sockaddr_un *)addr;
+        un->sun_family = AF_UNIX;
+        memcpy(un->sun_path, opt.unix_path, strlen(opt.unix_path) + 1);
+        return sizeof *un;
+    }
+    struct sockaddr_in *in = (struct sockaddr_in *)addr;
+    in->sin_family = AF_INET;
+    in->sin_port = htons((unsigned short)opt.ports[i % opt.nports]);
+    if (inet_pton(AF_INET, opt.host, &in->sin_addr) != 1)
         usage();
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
-        fprintf(stderr, "probe: cannot connect to %s:%d: %s\n", opt.host, port, strerror(errno));
+    return sizeof *in;
+}
+
+/* Connection i, connected (see server_address()), or the reason it is not. */
+static int connect_to(int i)
+{
+    struct sockaddr_storage addr;
+    socklen_t len = server_address(i, &addr);
+    int fd = socket(addr.ss_family, SOCK_STREAM, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&addr, len) < 0) {
+        if (opt.unix_path != NULL)
+            fprintf(stderr, "probe: cannot connect to unix:%s: %s\n", opt.unix_path,
+                    strerror(errno));
+        else
+            fprintf(stderr, "probe: cannot connect to %s:%d: %s\n", opt.host,
+                    opt.ports[i % opt.nports], strerror(errno));
         exit(1);
     }
     return fd;
@@ -143,25 +182,68 @@ static size_t read_stdin(char **data)
     return len;
 }
 
-/* One send() for everything, or (-s) one segment per byte: TCP_NODELAY turns
- * off Nagle's algorithm, which would otherwise glue the bytes back together,
- * and a pause of SPLIT_GAP_US lets the server read each byte on its own. */
-static void send_data(int fd, const char *data, size_t len)
+/* What arrived so far, and how it ended: 1 while the connection is open, 0
+ * once the server closed it, -1 after an error. */
+static struct {
+    int lines;
+    int state;
+} in = {.state = 1};
+
+/* Copy what one recv() brings to stdout (the poll() before it said there is
+ * something: bytes, the end, or an error). */
+static void receive_some(int fd)
+{
+    char buf[65536];
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        if (n < 0)
+            perror("probe: recv");
+        in.state = n < 0 ? -1 : 0;
+        return;
+    }
+    fwrite(buf, 1, (size_t)n, stdout);
+    for (ssize_t i = 0; i < n; i++)
+        in.lines += buf[i] == '\n';
+}
+
+/* One send() for as much as the socket takes (several lines in one segment),
+ * or (-s) one segment per byte: TCP_NODELAY turns off Nagle's algorithm,
+ * which would otherwise glue the bytes back together (a Unix socket has no
+ * Nagle to turn off), and a pause of SPLIT_GAP_US lets the server read each
+ * byte on its own. Replies are read while sending: a client that only reads
+ * once it has sent everything deadlocks with a server that echoes, as soon
+ * as the replies fill the socket buffers (a few hundred KiB on a Unix
+ * socket; TCP's grow to megabytes and hide it). */
+static void send_data(int fd, const char *data, size_t len, double deadline)
 {
     int one = 1;
-    if (opt.split)
+    if (opt.split && opt.unix_path == NULL)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     size_t step = opt.split ? 1 : len;
-    for (size_t off = 0; off < len; off += step) {
-        if (opt.split && off > 0)
-            usleep(SPLIT_GAP_US);
-        if (send(fd, data + off, step, MSG_NOSIGNAL) != (ssize_t)step) {
+    for (size_t off = 0; off < len && in.state > 0;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN | POLLOUT};
+        if (poll(&p, 1, ms_left(deadline)) == 0) {
+            fprintf(stderr, "probe: timed out after sending %zu of %zu bytes\n", off, len);
+            return;
+        }
+        if (p.revents & (POLLIN | POLLHUP | POLLERR))
+            receive_some(fd);
+        if (!(p.revents & POLLOUT) || in.state <= 0)
+            continue;
+        ssize_t n = send(fd, data + off, step < len - off ? step : len - off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
             /* The server closed while we were still sending (a line too
              * long, say). What it said before closing may still be
              * waiting to be read, so go and read it. */
-            fprintf(stderr, "probe: send: %s\n", errno ? strerror(errno) : "short send");
+            fprintf(stderr, "probe: send: %s\n", strerror(errno));
             return;
         }
+        off += n > 0 ? (size_t)n : 0;
+        if (opt.split && n > 0 && off < len)
+            usleep(SPLIT_GAP_US);
     }
 }
 
@@ -177,43 +259,32 @@ static void reset_connection(int fd)
 /* Copy received bytes to stdout until EOF, -n lines, or the deadline. */
 static int receive_all(int fd, double deadline)
 {
-    char buf[65536];
-    int lines = 0;
-    for (;;) {
+    while (in.state > 0 && !(opt.lines > 0 && in.lines >= opt.lines)) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         if (poll(&p, 1, ms_left(deadline)) == 0) {
-            fprintf(stderr, "probe: timed out after %d lines\n", lines);
+            fprintf(stderr, "probe: timed out after %d lines\n", in.lines);
             return 3;
         }
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
-        if (n == 0)
-            return 0;
-        if (n < 0) {
-            perror("probe: recv");
-            return 1;
-        }
-        fwrite(buf, 1, (size_t)n, stdout);
-        for (ssize_t i = 0; i < n; i++)
-            lines += buf[i] == '\n';
-        if (opt.lines > 0 && lines >= opt.lines)
-            return 0;
+        receive_some(fd);
     }
+    return in.state < 0 ? 1 : 0;
 }
 
 static int run_exchange(void)
 {
     char *data;
     size_t len = read_stdin(&data);
-    int fd = connect_to(opt.ports[0]);
-    send_data(fd, data, len);
+    int fd = connect_to(0);
+    double deadline = now() + opt.timeout;
+    send_data(fd, data, len, deadline);
     free(data);
     if (opt.reset) {
         reset_connection(fd);
         return 0;
     }
-    if (opt.half_close)
+    if (opt.half_close && in.state > 0)
         shutdown(fd, SHUT_WR); /* FIN: "I am done sending", but still reading */
-    int status = receive_all(fd, now() + opt.timeout);
+    int status = receive_all(fd, deadline);
     fflush(stdout);
     close(fd);
     return status;
@@ -265,7 +336,7 @@ static int run_many(void)
     raise_fd_limit(opt.conns);
     struct pollfd *p = calloc((size_t)opt.conns, sizeof *p);
     for (int i = 0; p != NULL && i < opt.conns; i++)
-        p[i] = (struct pollfd){.fd = connect_to(opt.ports[i % opt.nports]), .events = POLLIN};
+        p[i] = (struct pollfd){.fd = connect_to(i), .events = POLLIN};
     if (p == NULL)
         return 1;
     int answered = collect_first_lines(p, opt.conns, now() + opt.timeout);
@@ -286,7 +357,7 @@ static int run_flood(void)
     memset(line, 'x', sizeof line - 1);
     line[sizeof line - 1] = '\n';
 
-    int fd = connect_to(opt.ports[0]);
+    int fd = connect_to(0);
     fcntl(fd, F_SETFL, O_NONBLOCK);
     long long total = (long long)opt.flood_mib << 20, sent = 0;
     double deadline = now() + opt.timeout;

@@ -1,5 +1,7 @@
 #!/usr/bin/env bats
 # The command lines of DESIGN.md: ready lines, logs, signals, exit codes.
+# Stream rows only (TCP or a Unix stream socket); tests/datagram.bats checks
+# the command lines of datagram rows.
 
 load helpers
 
@@ -10,10 +12,12 @@ load helpers
 }
 
 @test "logs connects and disconnects to stderr" {
+    local peer='127\.0\.0\.1:[0-9]*'
+    on_unix && peer='unix:[^ ]*' # what the server knows of a Unix client
     start_server
     talk q >/dev/null
-    wait_for "$BATS_TEST_TMPDIR/server.err" 'disconnect 127\.0\.0\.1:[0-9]*'
-    assert grep -q 'connect 127\.0\.0\.1:[0-9]*' "$BATS_TEST_TMPDIR/server.err"
+    wait_for "$BATS_TEST_TMPDIR/server.err" "disconnect $peer"
+    assert grep -q "[^s]connect $peer" "$BATS_TEST_TMPDIR/server.err"
 }
 
 @test "-q silences the connect and disconnect log" {
@@ -34,6 +38,7 @@ stops_with() {
     hears A '^hello'
     SERVER_MAY_EXIT=1
     kill "-$1" "$SERVER_PID"
+    until_within 5 has_exited "$SERVER_PID" || fail "still running 5 s after SIG$1"
     local status=0
     wait "$SERVER_PID" || status=$?
     assert_equal "$status" 0
@@ -61,20 +66,33 @@ stops_with() {
     done
 }
 
-@test "server: a port in use is a clear error, exit 1" {
-    start_server
-    run timeout 5 "$SERVER" -p "$PORT"
+@test "server: an address in use is a clear error, exit 1" {
+    local in_use
+    if on_unix; then
+        # The server takes over a stale socket file (one nobody listens on
+        # any more), so what is in use here is a path that holds a file.
+        echo "not a socket" >"$SOCK"
+        in_use=unix:$SOCK
+        run timeout 5 "$SERVER" --unix "$SOCK"
+        assert_equal "$(cat "$SOCK")" "not a socket" # left alone
+    else
+        start_server
+        in_use=$ADDRESS
+        run timeout 5 "$SERVER" -p "$PORT"
+    fi
     assert_equal "$status" 1
-    assert_output --partial "cannot listen on 127.0.0.1:$PORT: Address already in use"
+    assert_output --partial "cannot listen on $in_use: Address already in use"
 }
 
 @test "client: cannot connect is a clear error, exit 1" {
+    local reason="Connection refused"
+    on_unix && reason="No such file or directory" # the server removed its socket
     start_server
     SERVER_MAY_EXIT=1
-    stop_pid "$SERVER_PID" # its port is now closed
-    run timeout 5 "$CLIENT" -p "$PORT"
+    stop_pid "$SERVER_PID" # its port is now closed, its socket file gone
+    run timeout 5 "$CLIENT" "${TO_SERVER[@]}"
     assert_equal "$status" 1
-    assert_output "client: cannot connect to 127.0.0.1:$PORT: Connection refused"
+    assert_output "client: cannot connect to $ADDRESS: $reason"
 }
 
 @test "client: bad arguments print the usage and exit 2" {
@@ -89,7 +107,7 @@ stops_with() {
 
 @test "client: prints the greeting, then one reply per line, and exits 0 at end of input" {
     start_server
-    run bash -c "printf 'one\ntwo\n' | timeout 10 '$CLIENT' -p $PORT"
+    run bash -c "printf 'one\ntwo\n' | timeout 10 '$CLIENT' ${TO_SERVER[*]@Q}"
     assert_success
     assert_equal "${#lines[@]}" 3
     assert_line --index 2 "two"

@@ -5,6 +5,12 @@
 # The chapter under test comes from $CHAPTER (tests/run.sh sets it): a row
 # of tests/expectations.txt, which says what the suite expects of it. A row
 # named like 06-epoll+et tests chapter 06-epoll run with that row's args.
+#
+# The row's transport says how the server is reached: start_server listens
+# on a free TCP or UDP port, or on a Unix socket file in the test's own
+# directory, and sets TO_SERVER, the arguments that point the client, probe
+# and loadgen at it (-p PORT, or --unix PATH; plus --udp for the client of a
+# datagram row), so one test drives every transport of its kind.
 
 bats_load_library bats-support
 bats_load_library bats-assert
@@ -17,6 +23,8 @@ CLIENT=$ROOT/$CHAPTER_DIR/client
 # shellcheck disable=SC2034 # used by the test files
 PROBE=$ROOT/scripts/probe
 
+# The Unix socket of unix and unixgram rows, in the test's own directory.
+SOCK=${BATS_TEST_TMPDIR:-}/server.sock
 declare -ga STARTED=()      # pids of everything started in the background
 declare -gA SESSION_FD=()   # session name -> the fd that feeds its stdin
 declare -gA SESSION_PID=()  # session name -> its pid
@@ -26,14 +34,23 @@ SERVER_MAY_EXIT=
 # ------------------------------ expectations ------------------------------
 
 # expect COLUMN: this chapter's value in the COLUMN of tests/expectations.txt.
+# The last column (args) takes the rest of the row: it may hold several words.
 expect() {
     awk -v chapter="$CHAPTER" -v column="$1" '
         /^#/ || NF == 0 { next }
-        !header { for (i = 1; i <= NF; i++) at[$i] = i; header = 1; next }
-        $1 == chapter && at[column] { print $at[column]; found = 1 }
+        !header { for (i = 1; i <= NF; i++) at[$i] = i; last = NF; header = 1; next }
+        $1 == chapter && at[column] {
+            value = $at[column]
+            for (i = at[column] + 1; at[column] == last && i <= NF; i++) value = value " " $i
+            print value
+            found = 1
+        }
         END { exit !found }' "$BATS_TEST_DIRNAME/expectations.txt" ||
         fail "tests/expectations.txt has no '$1' for $CHAPTER"
 }
+
+# tcp, unix, udp or unixgram: how this row's clients reach its server.
+TRANSPORT=$(expect transport)
 
 # ---------------------------------- waiting ----------------------------------
 
@@ -47,6 +64,16 @@ until_within() {
         ((tries-- > 0)) || return 1
         sleep 0.02
     done
+}
+
+# seconds_since START: wall time since START (an $EPOCHREALTIME).
+seconds_since() {
+    awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'
+}
+
+# is_at_least A B: A >= B, as decimals.
+is_at_least() {
+    awk -v a="$1" -v b="$2" 'BEGIN { exit !(a >= b) }'
 }
 
 # has_lines FILE REGEX COUNT: FILE has COUNT lines matching REGEX.
@@ -75,25 +102,67 @@ with_clean_fds() {
     exec "$@"
 }
 
-# start_server [ARGS...]: start the chapter's server on free ports (one -p 0
-# per listener it expects) with its row's args, wait for its ready lines,
-# set PORT and PORTS. With SERVER_FD_LIMIT set, the server runs under that
-# descriptor limit (ulimit -n); with SERVER_WRAPPER set (say "valgrind -q"),
-# under that command (valgrind --quiet: any line it prints is an error).
+# on_unix: this row's server listens on a Unix socket (unix, unixgram).
+on_unix() {
+    [[ $TRANSPORT == unix || $TRANSPORT == unixgram ]]
+}
+
+# on_datagrams: this row's server serves datagrams (udp, unixgram).
+on_datagrams() {
+    [[ $TRANSPORT == udp || $TRANSPORT == unixgram ]]
+}
+
+# start_server [ARGS...]: start the chapter's server on its row's transport
+# with its row's args, wait for its ready lines, and set what the tests use
+# to reach it:
+#   TO_SERVER     -p PORT or --unix SOCK, for the client, probe and loadgen
+#                 (and --udp for the client of a datagram row)
+#   TO_ALL        the same, but every port of the server: -p PORT1,PORT2,...
+#   ADDRESS       the address as the server prints it: 127.0.0.1:PORT or unix:SOCK
+#   GREETING_PORT what its greeting says in port=: the port, or "unix"
+#   PORT, PORTS   the port(s), on TCP and UDP rows
+# A TCP or UDP server gets free ports (one -p 0 per listener it expects), a
+# Unix one the socket SOCK; a datagram one --udp as well. With
+# SERVER_FD_LIMIT set, the server runs under that descriptor limit (ulimit
+# -n); with SERVER_WRAPPER set (say "valgrind -q"), under that command
+# (valgrind --quiet: any line it prints is an error).
 start_server() {
-    local listeners args=() i
+    local listeners args=() i ready='^listening on 127\.0\.0\.1:[0-9]*$'
     listeners=$(expect listeners)
-    for ((i = 0; i < listeners; i++)); do args+=(-p 0); done
+    case $TRANSPORT in
+    tcp | udp) for ((i = 0; i < listeners; i++)); do args+=(-p 0); done ;;
+    unix | unixgram)
+        # sun_path holds 108 bytes, its NUL included
+        ((${#SOCK} < 108)) || fail "$SOCK is too long for a Unix socket: set a shorter TMPDIR"
+        args=(--unix "$SOCK")
+        ready="^listening on unix:$SOCK\$"
+        ;;
+    *) fail "unknown transport in tests/expectations.txt: $TRANSPORT" ;;
+    esac
+    ! on_datagrams || args+=(--udp)
     [[ $(expect args) == - ]] || read -ra args <<<"${args[*]} $(expect args)"
     # shellcheck disable=SC2086 # the wrapper is a command line, split on purpose
     with_clean_fds ${SERVER_WRAPPER:-} "$SERVER" "${args[@]}" "$@" >"$BATS_TEST_TMPDIR/server.out" \
         2>"$BATS_TEST_TMPDIR/server.err" &
     SERVER_PID=$!
     STARTED+=("$SERVER_PID")
-    wait_for "$BATS_TEST_TMPDIR/server.out" '^listening on 127\.0\.0\.1:[0-9]*$' "$listeners" 20 ||
+    wait_for "$BATS_TEST_TMPDIR/server.out" "$ready" "$listeners" 20 ||
         fail "no ready line from $CHAPTER/server: $(cat "$BATS_TEST_TMPDIR/server.err")"
-    mapfile -t PORTS < <(sed -n 's/^listening on .*://p' "$BATS_TEST_TMPDIR/server.out")
-    PORT=${PORTS[0]}
+    # shellcheck disable=SC2034 # used by the test files
+    if on_unix; then
+        TO_SERVER=(--unix "$SOCK")
+        TO_ALL=("${TO_SERVER[@]}")
+        ADDRESS=unix:$SOCK
+        GREETING_PORT=unix
+    else
+        mapfile -t PORTS < <(sed -n 's/^listening on .*://p' "$BATS_TEST_TMPDIR/server.out")
+        PORT=${PORTS[0]}
+        TO_SERVER=(-p "$PORT")
+        TO_ALL=(-p "$(IFS=, && echo "${PORTS[*]}")")
+        ADDRESS=127.0.0.1:$PORT
+        GREETING_PORT=$PORT
+    fi
+    ! on_datagrams || TO_SERVER+=(--udp)
 }
 
 # server_sum FILE AWK: the sum, over the server and its child processes, of
@@ -132,14 +201,13 @@ server_threads() {
 
 # talk LINE...: the chapter's client sends these lines and prints the replies.
 talk() {
-    printf '%s\n' "$@" | timeout 10 "$CLIENT" -p "$PORT"
+    printf '%s\n' "$@" | timeout 10 "$CLIENT" "${TO_SERVER[@]}"
 }
 
-# open_session NAME [PORT]: run the chapter's client in the background, its
-# stdin a FIFO the test writes to with `say`, its stdout in NAME.out.
+# open_session NAME: run the chapter's client in the background, its stdin a
+# FIFO the test writes to with `say`, its stdout in NAME.out.
 open_session() {
-    local name=$1
-    in_background "$name" "$CLIENT" -p "${2:-$PORT}"
+    in_background "$1" "$CLIENT" "${TO_SERVER[@]}"
 }
 
 # say NAME LINE: NAME's client sends LINE.

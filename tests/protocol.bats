@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
 # The wire protocol of DESIGN.md: the same contract for every chapter,
 # driven through the chapter's own client, and through scripts/probe where a
-# test needs control over the bytes and segments on the wire.
+# test needs control over the bytes and segments on the wire. Stream rows
+# only (TCP or a Unix stream socket); datagrams have tests/datagram.bats.
 
 load helpers
 
@@ -12,13 +13,14 @@ setup() {
 # probe ARGS...: scripts/probe on this server; stdin is what it sends,
 # stdout what it received (its own complaints go to probe.err).
 probe() {
-    timeout 10 "$PROBE" -p "$PORT" "$@" 2>>"$BATS_TEST_TMPDIR/probe.err"
+    timeout 10 "$PROBE" "${TO_SERVER[@]}" "$@" 2>>"$BATS_TEST_TMPDIR/probe.err"
 }
 
 @test "greets with chapter, pid, tid and local port" {
     run talk
     assert_success
-    assert_output --regexp "^hello chapter=$CHAPTER_DIR pid=[0-9]+ tid=[0-9]+ port=$PORT\$"
+    # port=unix on a Unix socket, which has no port
+    assert_output --regexp "^hello chapter=$CHAPTER_DIR pid=[0-9]+ tid=[0-9]+ port=$GREETING_PORT\$"
 }
 
 @test "echoes a line exactly" {
@@ -38,13 +40,13 @@ probe() {
 @test "echoes binary bytes, NUL and 0xff included" {
     # bash variables cannot hold NUL, so compare hex dumps.
     local bytes='a\000b\001\377\tz\n'
-    run bash -c "printf '$bytes' | timeout 10 '$CLIENT' -p $PORT | tail -n +2 | od -An -tx1"
+    run bash -c "printf '$bytes' | timeout 10 '$CLIENT' ${TO_SERVER[*]@Q} | tail -n +2 | od -An -tx1"
     assert_success
     assert_output "$(printf "$bytes" | od -An -tx1)"
 }
 
 @test "drops the \\r of a \\r\\n line ending" {
-    run bash -c "printf 'abc\r\n' | timeout 10 '$CLIENT' -p $PORT | tail -n +2 | od -An -c"
+    run bash -c "printf 'abc\r\n' | timeout 10 '$CLIENT' ${TO_SERVER[*]@Q} | tail -n +2 | od -An -c"
     assert_output "$(printf 'abc\n' | od -An -c)"
 }
 
@@ -132,6 +134,6 @@ probe() {
     # About 600 KB arrive faster than one read takes them: the server must
     # keep reading what is left (edge-triggered epoll gets no second
     # notice), and its replies take many partial writes.
-    run bash -c "seq 100000 | timeout 20 '$PROBE' -p $PORT -w -t 15 | tail -n +2 | cmp - <(seq 100000)"
+    run bash -c "seq 100000 | timeout 20 '$PROBE' ${TO_SERVER[*]@Q} -w -t 15 | tail -n +2 | cmp - <(seq 100000)"
     assert_success
 }

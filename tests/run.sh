@@ -2,11 +2,24 @@
 # tests/run.sh [CHAPTER...]: run the shared suite against each chapter given
 # (default: every chapter directory), once per row it has in
 # tests/expectations.txt (06-epoll has two: 06-epoll, and 06-epoll+et for its
-# edge-triggered mode), then print "N passed, N failed" (and ", N skipped"
-# when any) as the last line. Exits non-zero if any test failed.
-# SUITE_FILES="tests/protocol.bats tests/cli.bats" runs only those files.
+# edge-triggered mode; 07-socketserver-clone one per combination), then print
+# "N passed, N failed" (and ", N skipped" when any) as the last line. Exits
+# non-zero if any test failed.
+#
+# Which files run depends on the row's transport: a stream row (tcp, unix)
+# runs the stream contract, protocol.bats, cli.bats and concurrency.bats; a
+# datagram row (udp, unixgram) runs datagram.bats. A chapter's own file
+# (tests/socketserver.bats for 07), when it exists, runs once: with the row
+# named after the chapter alone (07-socketserver-clone, not +forking).
+# SUITE_FILES="tests/protocol.bats tests/cli.bats" runs only those files,
+# each with the rows it applies to.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+STREAM_FILES=(tests/cli.bats tests/concurrency.bats tests/protocol.bats)
+DATAGRAM_FILES=(tests/datagram.bats)
+# Files that test one chapter beyond the shared contract: chapter -> file.
+declare -A OWN_FILE=([07-socketserver-clone]=tests/socketserver.bats)
 
 if (($# == 0)); then
     dirs=([0-9][0-9]-*/)
@@ -20,6 +33,34 @@ for dir in "${dirs[@]}"; do
     [[ ${chapters[-1]:-} == "$dir"* ]] || { echo "tests/expectations.txt has no row for $dir" >&2; exit 2; }
 done
 
+# wanted FILE: SUITE_FILES is unset, or names FILE (compared by file name).
+wanted() {
+    local file
+    [[ -n ${SUITE_FILES:-} ]] || return 0
+    for file in $SUITE_FILES; do
+        [[ ${file##*/} == "${1##*/}" ]] && return 0
+    done
+    return 1
+}
+
+# set_files ROW: FILES = the files ROW runs, as the top of this file says.
+set_files() {
+    local transport dir=${1%%+*} all file
+    transport=$(awk -v row="$1" '!/^#/ && NF && !header { for (i = 1; i <= NF; i++) at[$i] = i; header = 1; next }
+                                 $1 == row { print $at["transport"] }' tests/expectations.txt)
+    case $transport in
+    tcp | unix) all=("${STREAM_FILES[@]}") ;;
+    udp | unixgram) all=("${DATAGRAM_FILES[@]}") ;;
+    *) echo "tests/expectations.txt: $1 has no known transport ('$transport')" >&2; exit 2 ;;
+    esac
+    file=${OWN_FILE[$dir]:-}
+    if [[ $1 == "$dir" && -n $file && -f $file ]]; then all+=("$file"); fi
+    FILES=()
+    for file in "${all[@]}"; do
+        if wanted "$file"; then FILES+=("$file"); fi
+    done
+}
+
 # A test that hangs is a failure, not a stuck suite.
 export BATS_TEST_TIMEOUT=${BATS_TEST_TIMEOUT:-60}
 # Sanitizer findings end the program (the suite then sees a dead server).
@@ -29,9 +70,10 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for chapter in "${chapters[@]}"; do
+    set_files "$chapter"
+    ((${#FILES[@]} > 0)) || continue # SUITE_FILES left nothing for this row
     echo "# ===== $chapter ====="
-    # shellcheck disable=SC2086 # SUITE_FILES is a list of files
-    CHAPTER=$chapter bats --tap ${SUITE_FILES:-tests/*.bats} | sed -u "s/^\(not \)\{0,1\}ok [0-9]* /&[$chapter] /" | tee -a "$log" || true
+    CHAPTER=$chapter bats --tap "${FILES[@]}" | sed -u "s/^\(not \)\{0,1\}ok [0-9]* /&[$chapter] /" | tee -a "$log" || true
 done
 
 skipped=$(grep -c '^ok .* # skip' "$log" || true)
