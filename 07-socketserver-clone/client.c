@@ -1,0 +1,323 @@
+/*
+ * client.c: talks the course's line protocol to a server.
+ *
+ *     socket -> connect -> recv the greeting -> (send a line, recv its reply)... -> close
+ *
+ * Prints the greeting, then for each line on stdin sends it and prints the
+ * reply line. On a terminal it shows a "> " prompt; from a pipe it is silent,
+ * so scripts can drive it. The same client serves every chapter; this
+ * chapter's copy also speaks datagrams (--udp) and Unix sockets (--unix).
+ */
+#define _POSIX_C_SOURCE 200809L /* getline() */
+#define _DEFAULT_SOURCE         /* getopt_long() */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* ============================== Configuration ============================== */
+
+/* Chapter N's server listens on 9N00. */
+#define DEFAULT_PORT 9700
+
+/* The server's longest line is 4096 bytes; room for that and its '\n'. */
+#define MAX_REPLY 4097
+
+/* How long to wait for the greeting before telling the user why nothing
+ * happens: a serial server has not accepted us yet. */
+#define GREETING_NOTICE_MS 1000
+
+/* A datagram may be lost, and nothing would ever tell us: after this long
+ * without a reply, give up rather than wait forever. */
+#define DATAGRAM_REPLY_MS 5000
+
+/* The largest datagram a reply can be (UDP's limit over IPv4 is 65507). */
+#define MAX_DATAGRAM 65536
+
+/* ============================== Command line =============================== */
+
+static struct {
+    const char *host;
+    int port;
+    int datagrams;         /* --udp: one datagram per line, no connection */
+    const char *unix_path; /* --unix PATH: the server's Unix socket */
+} opt = {"127.0.0.1", DEFAULT_PORT, 0, NULL};
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: client [-H host] [-p port] [--udp] [--unix PATH]\n");
+    exit(2);
+}
+
+static void parse_options(int argc, char **argv)
+{
+    static const struct option long_options[] = {
+        {"udp", no_argument, NULL, 'u'},
+        {"unix", required_argument, NULL, 'U'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    char *end;
+    while ((c = getopt_long(argc, argv, "H:p:", long_options, NULL)) != -1) {
+        switch (c) {
+        case 'H': opt.host = optarg; break;
+        case 'p':
+            opt.port = (int)strtol(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || opt.port < 1 || opt.port > 65535)
+                usage();
+            break;
+        case 'u': opt.datagrams = 1; break;
+        case 'U': opt.unix_path = optarg; break;
+        default: usage();
+        }
+    }
+    if (optind != argc)
+        usage();
+}
+
+/* ================================ Connecting =============================== */
+
+/* A Unix datagram server answers to the sender's address, and a socket that
+ * never bound one has none: the reply would have nowhere to go. So bind a
+ * path of our own, and remove it when we leave. */
+static struct sockaddr_un own_address;
+
+static void remove_own_address(void)
+{
+    if (own_address.sun_path[0] != '\0')
+        unlink(own_address.sun_path);
+}
+
+/* Ctrl-C must not leave our path behind: remove it, then die of the signal
+ * as we would have (unlink() is async-signal-safe). */
+static void on_stop_signal(int sig)
+{
+    remove_own_address();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void bind_own_address(int fd)
+{
+    own_address.sun_family = AF_UNIX;
+    snprintf(own_address.sun_path, sizeof own_address.sun_path, "/tmp/client-%d.sock",
+             (int)getpid());
+    if (bind(fd, (struct sockaddr *)&own_address, sizeof own_address) < 0) {
+        fprintf(stderr, "client: bind %s: %s\n", own_address.sun_path, strerror(errno));
+        own_address.sun_path[0] = '\0'; /* not ours to remove */
+        exit(1);
+    }
+    atexit(remove_own_address);
+    signal(SIGINT, on_stop_signal);
+    signal(SIGTERM, on_stop_signal);
+}
+
+/* The server's address: IPv4 host and port, or a Unix socket's path. */
+static socklen_t server_address(struct sockaddr_storage *addr, char *name, size_t size)
+{
+    memset(addr, 0, sizeof *addr);
+    if (opt.unix_path != NULL) {
+        struct sockaddr_un *un = (struct sockaddr_un *)addr;
+        un->sun_family = AF_UNIX;
+        if (strlen(opt.unix_path) >= sizeof un->sun_path) {
+            fprintf(stderr, "client: --unix %s: path too long\n", opt.unix_path);
+            usage();
+        }
+        strcpy(un->sun_path, opt.unix_path);
+        snprintf(name, size, "unix:%s", opt.unix_path);
+        return sizeof *un;
+    }
+    struct sockaddr_in *in = (struct sockaddr_in *)addr;
+    in->sin_family = AF_INET;
+    in->sin_port = htons((unsigned short)opt.port);
+    if (inet_pton(AF_INET, opt.host, &in->sin_addr) != 1) {
+        fprintf(stderr, "client: -H %s: not an IPv4 address\n", opt.host);
+        usage();
+    }
+    snprintf(name, size, "%s:%d", opt.host, opt.port);
+    return sizeof *in;
+}
+
+static int connect_to_server(void)
+{
+    struct sockaddr_storage addr;
+    char name[sizeof "unix:" + sizeof own_address.sun_path];
+    socklen_t len = server_address(&addr, name, sizeof name);
+    int fd = socket(addr.ss_family, opt.datagrams ? SOCK_DGRAM : SOCK_STREAM, 0);
+    if (fd < 0) {
+        perror("client: socket");
+        exit(1);
+    }
+    if (opt.datagrams && opt.unix_path != NULL)
+        bind_own_address(fd);
+    /* connect() returns once the kernel's three-way handshake is done. The
+     * server's program may not have called accept() yet: we sit in its
+     * listen queue, connected, and nobody reads what we send. On a datagram
+     * socket connect() sends nothing: it fixes where send() goes and from
+     * whom recv() accepts replies. */
+    if (connect(fd, (struct sockaddr *)&addr, len) < 0) {
+        fprintf(stderr, "client: cannot connect to %s: %s\n", name, strerror(errno));
+        exit(1);
+    }
+    return fd;
+}
+
+/* ============================== Reading lines ============================== */
+
+/* Replies arrive as a byte stream, like everything on TCP: collect them and
+ * hand out one line at a time. */
+static struct {
+    char buf[MAX_REPLY];
+    size_t len;  /* bytes in buf */
+    size_t used; /* bytes of buf already handed out */
+} in;
+
+/* Read one reply line into line (without its '\n'). Returns its length,
+ * or -1 when the server closed the connection or it failed. */
+static ssize_t read_reply(int fd, char *line)
+{
+    for (;;) {
+        char *start = in.buf + in.used;
+        char *newline = memchr(start, '\n', in.len - in.used);
+        if (newline != NULL) {
+            size_t len = (size_t)(newline - start);
+            memcpy(line, start, len);
+            in.used += len + 1;
+            return (ssize_t)len;
+        }
+        /* No whole line yet: keep the partial one, then read more. */
+        memmove(in.buf, start, in.len - in.used);
+        in.len -= in.used;
+        in.used = 0;
+        if (in.len == sizeof in.buf) {
+            fprintf(stderr, "client: reply longer than %d bytes\n", MAX_REPLY);
+            return -1;
+        }
+        ssize_t n = recv(fd, in.buf + in.len, sizeof in.buf - in.len, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n < 0)
+                perror("client: recv");
+            return -1;
+        }
+        in.len += (size_t)n;
+    }
+}
+
+/* If the greeting is slow, say so once, then keep waiting. */
+static void wait_for_greeting(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, GREETING_NOTICE_MS) == 0)
+        fprintf(stderr, "client: connected, but no greeting yet "
+                        "(is the server busy with another client?)\n");
+}
+
+/* Print one line as it came, whatever bytes it holds. */
+static void print_line(const char *line, size_t len)
+{
+    fwrite(line, 1, len, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+}
+
+/* ================================ Datagrams ================================ */
+
+/* A datagram is a message: one recv() returns exactly one reply, whole, so
+ * there are no lines to cut out (and no sticky packets). Returns its length
+ * (0 is a datagram too: an empty one), or -1 after saying why (no reply in
+ * time, or nobody is there). */
+static ssize_t read_datagram(int fd, char *reply)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    int ready;
+    while ((ready = poll(&p, 1, DATAGRAM_REPLY_MS)) < 0 && errno == EINTR)
+        ; /* a signal: wait again */
+    if (ready == 0) {
+        fprintf(stderr, "client: no reply within %d ms\n", DATAGRAM_REPLY_MS);
+        return -1;
+    }
+    ssize_t n;
+    do /* ECONNREFUSED here: nobody listens on that UDP port */
+        n = recv(fd, reply, MAX_DATAGRAM, 0);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        perror("client: recv");
+    return n;
+}
+
+/* ================================== Main =================================== */
+
+int main(int argc, char **argv)
+{
+    parse_options(argc, argv);
+    int fd = connect_to_server();
+    int interactive = isatty(STDIN_FILENO);
+    static char reply[MAX_DATAGRAM];
+
+    ssize_t len;
+    if (!opt.datagrams) { /* a datagram server never greets: there is no connection */
+        wait_for_greeting(fd);
+        len = read_reply(fd, reply);
+        if (len < 0) {
+            fprintf(stderr, "client: connection closed before the greeting\n");
+            return 1;
+        }
+        print_line(reply, (size_t)len);
+    }
+
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int status = 0; /* 1 once the server or the network failed us */
+    for (;;) {
+        if (interactive) {
+            fputs("> ", stdout);
+            fflush(stdout);
+        }
+        if ((n = getline(&line, &cap, stdin)) < 0) {
+            if (interactive)
+                fputc('\n', stdout); /* leave the prompt line after Ctrl-D */
+            break;                    /* end of input: we are done */
+        }
+        if (line[n - 1] != '\n')
+            line[n++] = '\n'; /* getline left room: cap > n */
+        /* A datagram goes whole or not at all: one send() is the line. */
+        if (send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
+            perror("client: send");
+            status = 1;
+            break;
+        }
+        if (opt.datagrams) {
+            if ((len = read_datagram(fd, reply)) < 0) {
+                status = 1;
+                break;
+            }
+            if (len == 0) {
+                print_line("(empty datagram)", 16);
+                continue;
+            }
+            if (reply[len - 1] == '\n')
+                len--; /* the reply line's end, as on a stream */
+        } else if ((len = read_reply(fd, reply)) < 0) {
+            fprintf(stderr, "client: connection closed by the server\n");
+            status = 1;
+            break;
+        }
+        print_line(reply, (size_t)len);
+        if (len == 3 && memcmp(reply, "bye", 3) == 0)
+            break;
+    }
+    free(line);
+    close(fd);
+    return status;
+}
