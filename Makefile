@@ -33,7 +33,7 @@ test-%: tools test-deps
 	@tests/run.sh $(call chapter_dir,$*)
 
 test-deps:
-	@scripts/ensure-deps.sh bats bats-support bats-assert
+	@scripts/ensure-deps.sh bats bats-support bats-assert python3
 
 strace-%: tools
 	@scripts/ensure-deps.sh strace

@@ -24,6 +24,7 @@ wait_for() {
 # $tmp/ready and its stderr in $tmp/server.log, and wait for its
 # "listening on" line. Sets pid (COMMAND's) and port (its first listener).
 launch() {
+    : >"$tmp/ready" # emptied here, not by the background redirection, which may come late
     "$@" >"$tmp/ready" 2>>"$tmp/server.log" &
     pid=$!
     launched+=("$pid")

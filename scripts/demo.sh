@@ -87,12 +87,55 @@ zombie_scene() {
     echo "(stat Z: dead, but kept until the parent calls waitpid(); without -z the parent does)"
 }
 
+# 07: one library, three mix-ins. Each server holds three clients at once;
+# their greetings say who serves them (pid, tid).
+mixins_scene() {
+    say "== one library, three mix-ins: three clients connected at the same moment =="
+    local mode
+    for mode in --sync --threading --forking; do
+        launch "$server" -p 0 -q "$mode"
+        echo "\$ $server -p 0 $mode      (then 3 clients at once; their first lines:)"
+        timeout 10 scripts/probe -p "$port" -c 3 -t 1 </dev/null | sed 's/^/    /'
+        stop "$pid"
+    done
+}
+
+# 07: the Python program of a source article and its C twin, same input.
+twins_scene() {
+    say "== the article's Python server and its C twin, given the same lines =="
+    command -v python3 >/dev/null || { echo "(python3 is not installed: scene skipped)"; return; }
+    local twin
+    for twin in "python3 $chapter/examples/stream_handler.py" "$chapter/examples/stream_handler"; do
+        # shellcheck disable=SC2086 # the twin is a command line
+        launch $twin -p 0
+        printf '$ %s -p 0     (then: hello, exit)\n' "$twin"
+        printf 'hello\nexit\n' | timeout 10 scripts/probe -p "$port" -n 3 -t 2 | sed 's/^/    /'
+        stop "$pid"
+    done
+}
+
+# 07: how fast a server stops. Python's loop sees shutdown() only when its
+# poll() times out; the C loop is woken by a byte on its self-pipe.
+shutdown_scene() {
+    say "== stopping: the C loop wakes at once, Python's at its next poll_interval =="
+    launch "$server" -p 0 -q --poll-interval 5
+    local start=$EPOCHREALTIME
+    stop "$pid"
+    echo "C: 'server --poll-interval 5' exited $(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", (b - a) * 1000 }') ms after SIGTERM"
+    if command -v python3 >/dev/null; then python3 "$chapter/examples/shutdown_latency.py" 2; fi
+}
+
 say "== $chapter: the server =="
 start_server
 timeline_scene
 sticky_packets_scene
 [[ $chapter == 01-* ]] || flood_scene
 [[ $chapter != 05-* ]] || zombie_scene
+if [[ $chapter == 07-* ]]; then
+    mixins_scene
+    twins_scene
+    shutdown_scene
+fi
 
 say "== what to notice =="
 sed -n '/<!-- notice -->/,/<!-- \/notice -->/{/<!--/d;p}' "$chapter/README.md"

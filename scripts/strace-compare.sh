@@ -7,7 +7,7 @@
 # three lines and "quit". Calls count from the first accept (start-up is the
 # same everywhere) to the SIGTERM that ends the server. Each full trace is
 # kept in out/strace/CHAPTER.trace; with a single chapter, one session's
-# calls are printed as they happened.
+# calls are printed as they happened, and then how the server stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 (($# > 0)) || { echo "usage: scripts/strace-compare.sh CHAPTER..." >&2; exit 2; }
@@ -61,4 +61,7 @@ if (($# == 1)); then
     echo "One session, as strace saw it (out/strace/$1.trace has everything):"
     awk '/ accept/ { n++ } n == 1' "out/strace/$1.trace" |
         sed -n '1,/close(/p' | cut -c1-110
+    echo
+    echo "How it stopped, from the SIGTERM to the exit:"
+    awk '/--- SIGTERM/ { on = 1 } on' "out/strace/$1.trace" | cut -c1-110
 fi
