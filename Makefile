@@ -5,7 +5,7 @@
 #   make test          the whole test suite, every chapter
 #   make test-N        the suite against chapter N only
 #   make strace-N      one client session under strace, chapter N
-#   make bench         every chapter under the same load, side by side (a few minutes)
+#   make bench         every chapter under the same load, side by side; 07 against Python (5-6 minutes)
 #   make c10k          10,000 connections at once on 06-epoll, both modes
 #   make clean
 #
@@ -41,7 +41,7 @@ strace-%: tools
 	@scripts/strace-compare.sh $(call chapter_dir,$*)
 
 bench: all
-	@scripts/ensure-deps.sh gnuplot-nox
+	@scripts/ensure-deps.sh gnuplot-nox python3
 	@scripts/bench.sh
 
 c10k: all

@@ -23,8 +23,20 @@
  *       Prints "sent B bytes" once done or once the server stops taking
  *       bytes for a second; holds the connection open until stdin ends.
  *
+ *   probe -p PORT -L [-t SECONDS]
+ *       Does the server lose replies when it closes with input unread? With
+ *       a 4 KiB receive buffer, read the greeting, send 2,000 lines of 100
+ *       bytes and "quit" without reading, then keep sending: a short line at
+ *       once, one 0.2 s later, one before each read while reading to the
+ *       end. Prints "received N of 200004 bytes, bye: yes|no, end: EOF|
+ *       reset|timeout" ("bytes (wrong bytes)" if the echoes differ; bye: yes
+ *       when every echo and "bye" came). A lingering close gives all of it
+ *       and EOF; a close() with our lines unread gives RST, which drops the
+ *       replies still queued.
+ *
  * Every wait is bounded by -t (default 5 s). Exit status: 0 when the reads
- * ended as asked, 3 on timeout, 1 on a socket error, 2 on bad arguments.
+ * ended as asked (-L: at EOF or reset), 3 on timeout, 1 on a socket error,
+ * 2 on bad arguments.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -48,6 +60,9 @@
 #define FLOOD_LINE 1024      /* bytes per flood line, '\n' included */
 #define STUCK_MS 1000        /* no progress this long: the server stopped reading */
 #define SPLIT_GAP_US 1000    /* -s: time between one-byte segments */
+#define CLOSE_LINES 2000     /* -L: lines sent before "quit", 100 bytes each */
+#define CLOSE_RCVBUF 4096    /* -L: our receive buffer, to back the replies up */
+#define CLOSE_PAUSE_MS 200   /* -L: time not reading after "quit" */
 
 static struct {
     const char *host;
@@ -55,13 +70,14 @@ static struct {
     const char *unix_path; /* --unix: this socket file instead of host and ports */
     int split, half_close, reset;
     int lines, conns, flood_mib;
+    int close_check; /* -L */
     double timeout;
 } opt = {.host = "127.0.0.1", .timeout = 5};
 
 static void usage(void)
 {
     fprintf(stderr, "usage: probe [-H host] -p port[,port...] [-s] [-w|-r] [-n lines]\n"
-                    "             [-c conns] [-f mib] [-t seconds]\n"
+                    "             [-c conns] [-f mib] [-L] [-t seconds]\n"
                     "       probe --unix path [the same options but -H and -p]\n");
     exit(2);
 }
@@ -82,7 +98,7 @@ static void parse_options(int argc, char **argv)
                                                  {NULL, 0, NULL, 0}};
     struct sockaddr_un un;
     int c;
-    while ((c = getopt_long(argc, argv, "H:p:swrn:c:f:t:", long_options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "H:p:swrn:c:f:Lt:", long_options, NULL)) != -1) {
         switch (c) {
         case 'H': opt.host = optarg; break;
         case 'p': parse_ports(optarg); break;
@@ -93,6 +109,7 @@ static void parse_options(int argc, char **argv)
         case 'n': opt.lines = atoi(optarg); break;
         case 'c': opt.conns = atoi(optarg); break;
         case 'f': opt.flood_mib = atoi(optarg); break;
+        case 'L': opt.close_check = 1; break;
         case 't': opt.timeout = atof(optarg); break;
         default: usage();
         }
@@ -143,6 +160,12 @@ static int connect_to(int i)
     struct sockaddr_storage addr;
     socklen_t len = server_address(i, &addr);
     int fd = socket(addr.ss_family, SOCK_STREAM, 0);
+    /* -L: a small receive buffer, set before connect() since it sizes the
+     * window TCP offers (a Unix socket ignores it). */
+    int rcvbuf = CLOSE_RCVBUF;
+    if (fd >= 0 && opt.close_check &&
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) < 0)
+        perror("probe: setsockopt SO_RCVBUF");
     if (fd < 0 || connect(fd, (struct sockaddr *)&addr, len) < 0) {
         if (opt.unix_path != NULL)
             fprintf(stderr, "probe: cannot connect to unix:%s: %s\n", opt.unix_path,
@@ -384,6 +407,128 @@ static int run_flood(void)
     return 0;
 }
 
+/* ===================== Closing with input unread (-L) ===================== */
+
+/* What we send (the lines, then "quit") and the replies they must bring. */
+#define CLOSE_BODY (CLOSE_LINES * 100)
+static char close_sent[CLOSE_BODY + sizeof "quit\n"], close_expected[CLOSE_BODY + sizeof "bye\n"];
+
+/* What came back: bytes, whether they differ from close_expected, and
+ * whether a send() saw the reset (the error is reported once: a recv()
+ * after it ends with 0, as if at EOF). */
+static struct {
+    size_t got;
+    int wrong, reset;
+} back;
+
+static void make_close_lines(void)
+{
+    for (int i = 0; i < CLOSE_LINES; i++)
+        snprintf(close_sent + i * 100, 101, "%099d\n", i); /* 101: room for the NUL */
+    memcpy(close_expected, close_sent, CLOSE_BODY);
+    memcpy(close_sent + CLOSE_BODY, "quit\n", sizeof "quit\n");
+    memcpy(close_expected + CLOSE_BODY, "bye\n", sizeof "bye\n");
+}
+
+/* Read the greeting up to its '\n', byte by byte: nothing follows it until
+ * we send. 0 once read, -1 if the server closed, failed or took too long. */
+static int skip_greeting(int fd, double deadline)
+{
+    char c = 0;
+    while (c != '\n') {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, ms_left(deadline)) <= 0 || recv(fd, &c, 1, 0) <= 0) {
+            fprintf(stderr, "probe: no greeting\n");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* All of close_sent, without reading a byte. 0 once sent, -1 if the socket
+ * took no more before the deadline, or failed. */
+static int send_without_reading(int fd, double deadline)
+{
+    size_t len = sizeof close_sent - 1;
+    for (size_t off = 0; off < len;) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (poll(&p, 1, ms_left(deadline)) <= 0) {
+            fprintf(stderr, "probe: sent only %zu of %zu bytes without reading\n", off, len);
+            return -1;
+        }
+        ssize_t n = send(fd, close_sent + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            perror("probe: send");
+            return -1;
+        }
+        off += n > 0 ? (size_t)n : 0;
+    }
+    return 0;
+}
+
+/* One more short line after "quit", so that our bytes are unread when the
+ * server closes, or reach it after (a closed TCP socket answers them with
+ * RST too). After a reset send() fails: ECONNRESET once, EPIPE after that
+ * (and on a Unix socket once the server has closed). */
+static void send_trailer(int fd)
+{
+    static const char trailer[] = "after quit\n";
+    if (send(fd, trailer, sizeof trailer - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
+        back.reset |= errno == ECONNRESET;
+        if (errno != ECONNRESET && errno != EPIPE && errno != EAGAIN)
+            perror("probe: send");
+    }
+}
+
+/* Read to the end, a short line sent before each read. How it ended: "EOF",
+ * "reset", "timeout", or the error. */
+static const char *read_to_the_end(int fd, double deadline)
+{
+    static char buf[65536];
+    size_t len = sizeof close_expected - 1;
+    for (;;) {
+        send_trailer(fd);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, ms_left(deadline)) == 0)
+            return "timeout";
+        ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n == 0)
+            return back.reset ? "reset" : "EOF";
+        if (n < 0 && errno != EINTR && errno != EAGAIN)
+            return errno == ECONNRESET ? "reset" : strerror(errno);
+        if (n > 0) {
+            back.wrong |= back.got + (size_t)n > len ||
+                          memcmp(buf, close_expected + back.got, (size_t)n) != 0;
+            back.got += (size_t)n;
+        }
+    }
+}
+
+/* The pause is what makes the outcome certain. On loopback the server's send
+ * buffer grows to hold the 200 kB of replies (ours holds 4 KiB), so it reaches
+ * "quit" and closes within milliseconds (tens under valgrind) with nearly all
+ * of them still queued; the line we send after the pause then finds it closed.
+ * Without the pause we would read while it echoes, and a plain close() could
+ * find nothing left to lose. */
+static int run_close_check(void)
+{
+    make_close_lines();
+    int fd = connect_to(0);
+    double deadline = now() + opt.timeout;
+    if (skip_greeting(fd, deadline) < 0 || send_without_reading(fd, deadline) < 0)
+        return 3;
+    send_trailer(fd);
+    poll(NULL, 0, CLOSE_PAUSE_MS); /* not reading: the replies back up */
+    const char *end = read_to_the_end(fd, deadline);
+    close(fd); /* at once: a lingering server waits for our EOF */
+    size_t len = sizeof close_expected - 1;
+    printf("received %zu of %zu bytes%s, bye: %s, end: %s\n", back.got, len,
+           back.wrong ? " (wrong bytes)" : "", !back.wrong && back.got == len ? "yes" : "no", end);
+    if (strcmp(end, "timeout") == 0)
+        return 3;
+    return strcmp(end, "EOF") == 0 || strcmp(end, "reset") == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     parse_options(argc, argv);
@@ -391,5 +536,7 @@ int main(int argc, char **argv)
         return run_many();
     if (opt.flood_mib > 0)
         return run_flood();
+    if (opt.close_check)
+        return run_close_check();
     return run_exchange();
 }

@@ -130,6 +130,21 @@ probe() {
     assert_equal "${#lines[@]}" 3
 }
 
+@test "quit with input unread: every reply, bye, then EOF (or, where expected, a reset)" {
+    # probe -L: 200 kB of lines and quit without reading, more lines after
+    # quit, then read to the end. A server that close()s with those lines
+    # unread (or gets them after its close) makes its kernel send RST,
+    # dropping the replies still queued; a lingering close (read and
+    # discard until the client's EOF, then close) loses none.
+    run probe -L
+    assert_success
+    case $(expect close) in
+    lingers) assert_output "received 200004 of 200004 bytes, bye: yes, end: EOF" ;;
+    resets) assert_output --regexp ", end: reset\$" ;;
+    *) fail "unknown close in tests/expectations.txt: $(expect close)" ;;
+    esac
+}
+
 @test "a burst of 100,000 lines in one go: every one echoed, in order" {
     # About 600 KB arrive faster than one read takes them: the server must
     # keep reading what is left (edge-triggered epoll gets no second
