@@ -113,7 +113,7 @@ distinct() {
 }
 
 @test "a client in 'sleep 1500': the others stall, or are served" {
-    local outcome start delay
+    local outcome
     outcome=$(expect sleep)
     [[ $outcome != - ]] || skip "one client at a time: there is no other client to stall"
     start_server
@@ -121,17 +121,7 @@ distinct() {
     open_session B
     hears A '^hello'
     hears B '^hello'
-    say A "sleep 1500"
-    wait_for "$BATS_TEST_TMPDIR/server.err" 'sleeps 1500 ms' # the sleep has begun
-    start=$EPOCHREALTIME
-    say B ping
-    hears B '^ping$' 5
-    delay=$(seconds_since "$start")
-    if [[ $outcome == stalls ]]; then
-        assert is_at_least "$delay" 1.0
-    else
-        refute is_at_least "$delay" 0.3
-    fi
+    ping_while_a_sleeps
 }
 
 @test "past the cap (-m 3), a client gets 'error server busy'; it is served once others leave" {

@@ -220,6 +220,24 @@ hears() {
     wait_for "$BATS_TEST_TMPDIR/$1.out" "$2" 1 "${3:-5}"
 }
 
+# ping_while_a_sleeps: session A asks for "sleep 1500", then session B
+# pings; B's echo must wait for A's sleep (the row's sleep column says
+# stalls) or come at once (serves).
+ping_while_a_sleeps() {
+    local start delay
+    say A "sleep 1500"
+    wait_for "$BATS_TEST_TMPDIR/server.err" 'sleeps 1500 ms' # the sleep has begun
+    start=$EPOCHREALTIME
+    say B ping
+    hears B '^ping$' 5
+    delay=$(seconds_since "$start")
+    if [[ $(expect sleep) == stalls ]]; then
+        assert is_at_least "$delay" 1.0
+    else
+        refute is_at_least "$delay" 0.3
+    fi
+}
+
 # ----------------------------- background tools ----------------------------
 
 # in_background NAME COMMAND...: run a tool that holds its connections until
