@@ -108,10 +108,6 @@ run_cell() {
     local server=$1 placement=$2 cell=$3 on_cpu0=() on_cpu1=() row
     if [[ $placement == pinned ]]; then on_cpu0=(taskset -c 0) on_cpu1=(taskset -c 1); fi
     server_command "$server"
-    # Empty the ready file first: launch's server truncates it only once it
-    # runs, and on a busy machine the wait could meet the last server's line
-    # (and its port) in the meantime.
-    : >"$tmp/ready"
     # shellcheck disable=SC2046 # loadgen_args is a list of words
     if ! launch "${on_cpu0[@]}" "${cmd[@]}" 2>>"$out/errors.log"; then
         row="FAILED"

@@ -238,6 +238,17 @@ ping_while_a_sleeps() {
     fi
 }
 
+# greeted_now: a new client gets a greeting.
+greeted_now() {
+    timeout 5 "$CLIENT" "${TO_SERVER[@]}" </dev/null 2>/dev/null | grep -q '^hello'
+}
+
+# served_again: a new client is greeted within 10 s (the server may still be
+# closing the connections that just left).
+served_again() {
+    until_within 10 greeted_now
+}
+
 # ----------------------------- background tools ----------------------------
 
 # in_background NAME COMMAND...: run a tool that holds its connections until

@@ -24,7 +24,7 @@ setup() {
         skip "tests/socketserver.bats is for the row 07-socketserver-clone, not $CHAPTER"
 }
 
-# case NAME: run one case of the test program (its own alarm bounds it at
+# case_passes NAME: run one case of the test program (its own alarm bounds it at
 # 30 s; timeout is the backstop); it must pass and say so by name.
 case_passes() {
     [[ -x $TEST_PROGRAM ]] || fail "$TEST_PROGRAM is not built: make -C 07-socketserver-clone"
@@ -202,11 +202,6 @@ term_and_wait() {
     is_at_least "$bound" "$TOOK" || fail "exited $TOOK s after SIGTERM (want < $bound s)"
 }
 
-# greeted_now: a new client is greeted.
-greeted_now() {
-    timeout 5 "$CLIENT" -p "$PORT" </dev/null 2>/dev/null | grep -q '^hello'
-}
-
 @test "forking: 41 clients at once, 40 greeted (max_children), the 41st waits in the backlog" {
     start_server --forking
     # probe waits 3 s for every first line: the 41st never comes while the
@@ -218,7 +213,7 @@ greeted_now() {
     assert_equal "$(grep -c '^hello' "$BATS_TEST_TMPDIR/held.out")" 40
     # Once the 40 leave, the loop goes on: a new client is served.
     finish held
-    until_within 10 greeted_now || fail "no client served after the 40 left"
+    served_again || fail "no client served after the 40 left"
 }
 
 # ------------------- the articles' programs: C against Python ------------------
