@@ -56,6 +56,27 @@ stops_with() {
     stops_with INT
 }
 
+@test "a stderr nobody reads: the server goes on serving, and SIGTERM stops it" {
+    # The server's stderr is a pipe whose reader never reads: it is full
+    # after 64 KiB of log. A server that waits for room there freezes (and
+    # its SIGTERM handler, writing "stopping", with it).
+    local fifo=$BATS_TEST_TMPDIR/err.fifo wrapper=$BATS_TEST_TMPDIR/to-fifo hold
+    mkfifo "$fifo"
+    exec {hold}<>"$fifo" # a reader that never reads
+    printf '#!/bin/sh\nexec "$@" 2>"%s"\n' "$fifo" >"$wrapper"
+    chmod +x "$wrapper"
+    SERVER_WRAPPER=$wrapper start_server
+    # 1,500 sessions log about 130 KiB: connect, disconnect (and more).
+    run timeout 30 "$ROOT/scripts/loadgen" "${TO_SERVER[@]}" -c 1 -r -n 1500 -t 25
+    assert_success
+    run talk "still here"
+    assert_line --index 1 "still here"
+    SERVER_MAY_EXIT=1
+    kill -TERM "$SERVER_PID"
+    until_within 2 has_exited "$SERVER_PID" || fail "still running 2 s after SIGTERM"
+    exec {hold}<&-
+}
+
 @test "server: bad arguments print the usage and exit 2" {
     local args
     for args in "-x" "-p" "-p abc" "-p 65536" "-p -1" "-m 0" "-m many" "extra" "-H localhost"; do
