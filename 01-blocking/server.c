@@ -10,13 +10,14 @@
  * listen queue: its connect() has succeeded, but nobody calls accept() for it.
  * That is the problem chapter 02 solves.
  *
- * This file is the stage. What every chapter does the same way lives in
- * setup.c (command line numbers, the log, signals, the listening socket) and
- * protocol.c (what the server answers), the same files in chapters 01 to 06.
+ * This file is the stage. What does not change from chapter to chapter lives
+ * in files of its own, included below: setup.c (command line numbers, the
+ * log, signals, the listening socket) and protocol.h/.c (what the server
+ * answers), the same in chapters 01 to 06, and blocking_io.c (recv, send and
+ * close, all blocking), the same in 01, 02, 04 and 05.
  */
 #define _GNU_SOURCE /* gettid() */
 #include <errno.h>
-#include <getopt.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,13 +35,15 @@
  * so the cap has nothing to limit here. */
 #define DEFAULT_MAX_CLIENTS 1000
 
-/* The lingering close (close_client) waits at most this long, and reads at
- * most this much, for a client to close its end after ours. */
-#define LINGER_MS 2000
-#define LINGER_BYTES (1024 * 1024)
-
 #include "setup.c"
 #include "protocol.h"
+
+/* What the command line asked for (parse_options, at the end). */
+static struct {
+    const char *host; /* an IPv4 address to bind */
+    int port;         /* 0 asks the kernel for a free port */
+    int max_clients;
+} opt = {"127.0.0.1", DEFAULT_PORT, DEFAULT_MAX_CLIENTS};
 
 /* One connected client: its socket, and the bytes it sent that do not make a
  * whole line yet. */
@@ -53,48 +56,9 @@ struct client {
 };
 
 #include "protocol.c"
+#include "blocking_io.c"
 
 /* ============================ Serving a client ============================= */
-
-/* Send all of buf. send() on a blocking socket may still send less than asked
- * (a signal, a full buffer), so loop until all of it is gone. */
-static int send_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = send(fd, buf, len, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* Answer with one line. Here the reply goes out at once, and send() blocks
- * while the client's receive buffer is full. The line and its '\n' are copied
- * together so that one send() carries both. */
-static enum next_step reply(struct client *c, const char *line, size_t len)
-{
-    char out[MAX_LINE + 1];
-    memcpy(out, line, len);
-    out[len] = '\n';
-    return send_all(c->fd, out, len + 1) == 0 ? KEEP_OPEN : CLOSE;
-}
-
-/* Append what the kernel has received from the client to c->in.
- * Returns the byte count, 0 when the client has closed, -1 on error. */
-static ssize_t receive(struct client *c)
-{
-    ssize_t n;
-    do
-        n = recv(c->fd, c->in + c->in_len, IN_SIZE - c->in_len, 0);
-    while (n < 0 && errno == EINTR);
-    if (n > 0)
-        c->in_len += (size_t)n;
-    return n;
-}
 
 /* Wait for a connection and fill in c. Returns -1 when accept() failed;
  * the caller simply tries again. */
@@ -140,52 +104,7 @@ static const char *serve_client(struct client *c)
     }
 }
 
-/* Read and throw away what the client still sends, until it closes its end
- * (recv() returns 0), fails, or LINGER_MS or LINGER_BYTES run out. */
-static void discard_until_eof(int fd)
-{
-    char scrap[4096];
-    size_t total = 0;
-    long long deadline = now_ms() + LINGER_MS;
-    for (;;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        long long left = deadline - now_ms();
-        if (left <= 0 || total >= LINGER_BYTES)
-            return;
-        int ready = poll(&p, 1, (int)left);
-        if (ready < 0 && errno == EINTR)
-            continue;
-        if (ready <= 0)
-            return;
-        ssize_t n = recv(fd, scrap, sizeof scrap, 0);
-        if (n <= 0)
-            return;
-        total += (size_t)n;
-    }
-}
-
-/* The lingering close. close() on a socket whose receive queue still holds
- * bytes we never read makes the kernel answer with RST and throw away every
- * reply not yet delivered: a client that sent "quit" and more lines after it
- * would lose its last echoes and the "bye". So: shutdown(SHUT_WR) sends a FIN
- * after the replies, then we read and discard until the client closes too,
- * and only then close(). A client that never closes costs LINGER_MS, and
- * here the next client waits that long: this server serves one at a time. */
-static void close_client(struct client *c, const char *why)
-{
-    shutdown(c->fd, SHUT_WR);
-    discard_until_eof(c->fd);
-    close(c->fd);
-    log_event("disconnect %s: %s", c->peer, why);
-}
-
 /* ============================== Command line =============================== */
-
-static struct {
-    const char *host; /* an IPv4 address to bind */
-    int port;         /* 0 asks the kernel for a free port */
-    int max_clients;
-} opt = {"127.0.0.1", DEFAULT_PORT, DEFAULT_MAX_CLIENTS};
 
 static void usage(void)
 {

@@ -24,6 +24,11 @@
  * queue see their SYNs dropped and retried after a second. */
 #define BACKLOG SOMAXCONN
 
+/* A lingering close (see close_client) waits at most this long, and reads
+ * at most this much, for a client to close its end after ours. */
+#define LINGER_MS 2000
+#define LINGER_BYTES (1024 * 1024)
+
 /* The highest -m any chapter accepts: far past what one machine serves. */
 #define MAX_CLIENTS_LIMIT 1000000
 
