@@ -16,8 +16,9 @@
  * This file is the stage. What does not change from chapter to chapter lives
  * in files of its own, included below: setup.c (command line numbers, the
  * log, signals, the listening socket) and protocol.h/.c (what the server
- * answers), the same in chapters 01 to 06, and blocking_io.c (recv, send and
- * close, all blocking), the same in 01, 02, 04 and 05.
+ * answers), the same in chapters 01 to 06; blocking_io.c (recv, send and
+ * close, all blocking), the same in 01, 02, 04 and 05; and overload.c
+ * (refusing, shedding), the same in 02, 03 and 06.
  */
 #define _GNU_SOURCE /* gettid() */
 #include <errno.h>
@@ -42,10 +43,6 @@
  * default cap is what refuses clients, not the limit. */
 #define DEFAULT_MAX_CLIENTS 1000
 
-/* After an accept() error that retrying cannot fix at once (no memory),
- * the listeners are left alone this long. */
-#define ACCEPT_PAUSE_MS 100
-
 #include "setup.c"
 #include "protocol.h"
 
@@ -69,6 +66,7 @@ struct client {
 
 #include "protocol.c"
 #include "blocking_io.c"
+#include "overload.c"
 
 /* ============================== The select loop ============================ */
 
@@ -77,12 +75,6 @@ static struct client *clients[FD_SETSIZE];
 static int client_count;
 static int listeners[MAX_PORTS];
 static int listener_count;
-
-/* One descriptor kept open for the day they run out: see shed_connection. */
-static int spare_fd = -1;
-
-/* Until then, the loop leaves the listeners alone (see after_accept_error). */
-static long long accept_paused_until;
 
 static void add_client(struct client *c)
 {
@@ -96,52 +88,6 @@ static void drop_client(struct client *c, const char *why)
     client_count--;
     close_client(c, why);
     free(c);
-}
-
-/* Past the cap, or on a descriptor the loop cannot watch: tell the client
- * and let it go. It has sent nothing yet, so close() ends the connection
- * with a FIN after our line, no lingering needed. */
-static void refuse_connection(int fd, const char *why)
-{
-    static const char busy[] = "error server busy\n";
-    if (send(fd, busy, sizeof busy - 1, MSG_DONTWAIT) < 0) {
-        /* it is gone already: nothing more to tell it */
-    }
-    close(fd);
-    log_event("refused a connection: %s", why);
-}
-
-/* Out of descriptors (EMFILE): the connection stays in the accept queue, so
- * the listener stays readable, and the loop would spin on a failing accept().
- * A descriptor kept in reserve gets us out: give it up, accept the waiting
- * connection, tell it we are busy, close it, take the reserve back (libuv
- * does the same). Returns 0 if a connection was shed. */
-static int shed_connection(int listen_fd)
-{
-    if (spare_fd < 0 && (spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
-        return -1; /* the reserve was lost to another process: cannot shed */
-    close(spare_fd);
-    int fd = accept(listen_fd, NULL, NULL);
-    if (fd >= 0)
-        refuse_connection(fd, "out of descriptors");
-    spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    return fd >= 0 ? 0 : -1;
-}
-
-/* accept() failed. Nothing to do when no connection was waiting after all
- * (EAGAIN), or it was reset before we took it (ECONNABORTED), or a signal
- * came (EINTR). Out of descriptors, shed the connection. Otherwise (ENOBUFS,
- * ENOMEM, ENFILE, EPERM...), the listener stays readable and retrying at once
- * would spin at full CPU: stop watching the listeners for ACCEPT_PAUSE_MS,
- * while the clients already here go on being served. */
-static void after_accept_error(int listen_fd)
-{
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
-        return;
-    if (errno == EMFILE && shed_connection(listen_fd) == 0)
-        return;
-    perror("server: accept");
-    accept_paused_until = now_ms() + ACCEPT_PAUSE_MS;
 }
 
 /* A listener is readable: take the connection waiting there. */
@@ -257,7 +203,7 @@ static void set_up_loop(const char *host, const int *ports, int nports)
             exit(1);
         listeners[listener_count] = fd;
     }
-    spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    reserve_spare_fd();
 }
 
 /* ============================== Command line =============================== */

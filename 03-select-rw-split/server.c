@@ -2,7 +2,8 @@
  * 03-select-rw-split/server.c: select() with the read/write split.
  *
  *     loop: select(readable: listeners, clients we may read;
- *                  writable: clients with replies waiting)
+ *                  writable: clients with replies waiting;
+ *                  timeout:  the oldest lingering close's deadline)
  *           a listener is readable -> accept the new client
  *           a client is readable   -> recv, queue answers to its lines
  *           a client is writable   -> send what its queue holds
@@ -13,28 +14,26 @@
  * sent at once, and the rest waits until select() reports the socket
  * writable. A client whose queue grows past OUTPUT_HIGH_WATER is not read
  * until it drains (backpressure), so it cannot make us hold more than that.
- * Still one thread: a slow handler ("sleep") stalls everyone. Chapter 04
- * gives each client a thread.
+ * Even closing cannot wait: the lingering close is a state of the client,
+ * with a deadline the loop keeps. Still one thread: a slow handler ("sleep")
+ * stalls everyone. Chapter 04 gives each client a thread.
  *
- * The file reads top to bottom: configuration, command line, signals, the
- * listening sockets, the wire protocol, serving clients, the select loop, main.
+ * This file is the stage's loop. What does not change from chapter to chapter
+ * lives in files of its own, included below: setup.c (command line numbers,
+ * the log, signals, the listening socket) and protocol.h/.c (what the server
+ * answers), the same in chapters 01 to 06; overload.c (refusing, shedding),
+ * the same in 02, 03 and 06; and nonblocking_io.c (the output queue, the
+ * backpressure rule, the lingering close), new here and the same in 06.
  */
 #define _GNU_SOURCE /* gettid() */
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
-
-/* ============================== Configuration ============================== */
 
 #define CHAPTER "03-select-rw-split"
 
@@ -43,56 +42,216 @@
 #define DEFAULT_PORT 9300
 #define MAX_PORTS 3
 
-/* The longest line the protocol accepts, "\r\n" not counted. It bounds the
- * memory one client can make us hold while we wait for its '\n'. */
-#define MAX_LINE 4096
-#define IN_SIZE (MAX_LINE + 2) /* a client's input buffer: a longest line and "\r\n" */
-
-/* The longest "sleep <ms>": long enough to show a stalled server, short enough
- * that every test stays bounded in time. */
-#define MAX_SLEEP_MS 10000
-
-/* Ask for the longest accept queue the kernel allows; it silently caps the
- * value at net.core.somaxconn (4096 on current Linux). Clients beyond the
- * queue see their SYNs dropped and retried after a second. */
-#define BACKLOG SOMAXCONN
-
 /* select() can only watch descriptors below FD_SETSIZE (1024). A thousand
  * clients, plus stdin/out/err and three listeners, stay below it, so the
  * default cap is what refuses clients, not the limit. */
 #define DEFAULT_MAX_CLIENTS 1000
 
-/* Backpressure: stop reading a client whose unsent replies reach 64 KiB. One
- * recv() of at most 4098 bytes can add at most about 24 KiB of replies (the
- * usage error is the longest answer to the shortest line), so a client never
- * makes us hold much more than 88 KiB of output, whatever it does. */
-#define OUTPUT_HIGH_WATER (64 * 1024)
+#include "setup.c"
+#include "protocol.h"
 
-/* ============================== Command line =============================== */
-
+/* What the command line asked for (parse_options, at the end). */
 static struct {
     const char *host;       /* an IPv4 address to bind */
     int ports[MAX_PORTS];   /* 0 asks the kernel for a free port */
     int nports;
     int max_clients;
-    int quiet;              /* -q: no connect/disconnect log */
-} opt = {"127.0.0.1", {0}, 0, DEFAULT_MAX_CLIENTS, 0};
+} opt = {"127.0.0.1", {0}, 0, DEFAULT_MAX_CLIENTS};
+
+/* One connected client: its socket, the bytes it sent that do not make a
+ * whole line yet, the replies not sent yet, and how far it is in leaving. */
+struct client {
+    int fd;
+    int local_port;             /* our end of the connection */
+    char peer[PEER_NAME_SIZE];  /* "127.0.0.1:54321", for the log */
+    char *in;                   /* bytes received, not yet a whole line;
+                                   IN_SIZE bytes, only while it holds some */
+    size_t in_len;
+    char *out;                  /* replies not sent yet; NULL when none */
+    size_t out_len, out_cap;
+    const char *leaving;        /* why it is leaving, once it is; NULL till then */
+    int eof;                    /* it has closed its end: nothing more to read */
+    size_t discarded;           /* bytes thrown away since it started leaving */
+    long long linger_deadline;  /* our FIN is sent: closed at this time; or 0 */
+    struct client *prev, *next; /* in the list of lingering clients */
+};
+
+#include "protocol.c"
+#include "overload.c"
+#include "nonblocking_io.c"
+
+/* ============================== The select loop ============================ */
+
+/* Every connected client, found by its descriptor; NULL where none. */
+static struct client *clients[FD_SETSIZE];
+static int client_count;
+static int listeners[MAX_PORTS];
+static int listener_count;
+
+static void add_client(struct client *c)
+{
+    clients[c->fd] = c;
+    client_count++;
+}
+
+static void drop_client(struct client *c, const char *why)
+{
+    clients[c->fd] = NULL;
+    client_count--;
+    stop_lingering(c);
+    close(c->fd);
+    log_event("disconnect %s: %s", c->peer, why);
+    free(c->in);
+    free(c->out);
+    free(c);
+}
+
+/* After a read or a write: send what fits; let the client go if it must. */
+static void after_io(struct client *c)
+{
+    if (settle(c) == CLOSE)
+        drop_client(c, c->leaving);
+}
+
+/* Lingering clients whose time is up: closed, even with bytes unread. */
+static void close_expired_lingers(void)
+{
+    long long now = now_ms();
+    while (lingering_first != NULL && lingering_first->linger_deadline <= now)
+        drop_client(lingering_first, lingering_first->leaving);
+}
+
+/* A listener is readable: take the connection waiting there. */
+static void on_listener_ready(int listen_fd)
+{
+    struct sockaddr_in peer;
+    socklen_t peer_len = sizeof peer;
+    int fd = accept(listen_fd, (struct sockaddr *)&peer, &peer_len);
+    if (fd < 0) {
+        after_accept_error(listen_fd);
+        return;
+    }
+    /* FD_SET() on a descriptor >= FD_SETSIZE would write past the end of the
+     * fd_set (glibc's _FORTIFY_SOURCE aborts instead). */
+    if (fd >= FD_SETSIZE || client_count >= opt.max_clients) {
+        refuse_connection(fd, fd >= FD_SETSIZE ? "descriptor past FD_SETSIZE" : "at the cap");
+        return;
+    }
+    struct client *c = calloc(1, sizeof *c);
+    if (c == NULL || fcntl(fd, F_SETFL, O_NONBLOCK) < 0) {
+        free(c); /* a blocking socket could stall us all: better refuse */
+        refuse_connection(fd, "cannot set it up");
+        return;
+    }
+    c->fd = fd;
+    c->local_port = describe_connection(fd, &peer, c->peer);
+    log_event("connect %s (fd %d)", c->peer, c->fd);
+    add_client(c);
+    send_greeting(c);
+    after_io(c); /* a new socket's buffer is empty: this short line fits */
+}
+
+/* The client's socket is readable: one recv(), then an answer queued for
+ * every complete line, then as much of the queue sent as the socket takes.
+ * A client that does not read its answers only fills its own queue. */
+static void serve_ready_client(struct client *c)
+{
+    if (read_some(c) < 0) {
+        drop_client(c, c->leaving);
+        return;
+    }
+    release_input(c);
+    after_io(c);
+}
+
+/* Fill the sets select() will watch: the listeners (unless accepting is
+ * paused); every client we want to read (wants_input); and, for writing,
+ * only the clients with replies queued: a socket with room in its buffer is
+ * always writable, and watching it would wake us for nothing. The sets are
+ * rebuilt on each turn because select() overwrites them with its answer.
+ * Returns the highest descriptor, which select() needs plus one. */
+static int fill_fd_sets(fd_set *readable, fd_set *writable)
+{
+    int max_fd = -1;
+    FD_ZERO(readable);
+    FD_ZERO(writable);
+    for (int i = 0; i < listener_count && now_ms() >= accept_paused_until; i++) {
+        FD_SET(listeners[i], readable);
+        if (listeners[i] > max_fd)
+            max_fd = listeners[i];
+    }
+    for (int fd = 0; fd < FD_SETSIZE; fd++) {
+        struct client *c = clients[fd];
+        if (c == NULL)
+            continue;
+        if (wants_input(c))
+            FD_SET(fd, readable);
+        if (c->out_len > 0)
+            FD_SET(fd, writable);
+        max_fd = fd;
+    }
+    return max_fd;
+}
+
+/* How long select() may sleep (see ms_to_next_deadline); NULL: no limit. */
+static struct timeval *next_timeout(struct timeval *tv)
+{
+    int ms = ms_to_next_deadline();
+    if (ms < 0)
+        return NULL;
+    tv->tv_sec = ms / 1000;
+    tv->tv_usec = (ms % 1000) * 1000;
+    return tv;
+}
+
+/* One turn per select(): sleep until some socket is ready or a deadline
+ * comes, then serve the ready ones in order. Both scans cost O(number of
+ * descriptors), whether one client is talking or all of them. */
+static void serve_forever(void)
+{
+    for (;;) {
+        fd_set readable, writable;
+        struct timeval tv;
+        int max_fd = fill_fd_sets(&readable, &writable);
+        if (select(max_fd + 1, &readable, &writable, NULL, next_timeout(&tv)) < 0) {
+            if (errno == EINTR)
+                continue;
+            perror("server: select");
+            exit(1);
+        }
+        for (int i = 0; i < listener_count; i++)
+            if (FD_ISSET(listeners[i], &readable))
+                on_listener_ready(listeners[i]);
+        for (int fd = 0; fd <= max_fd; fd++) {
+            if (clients[fd] != NULL && FD_ISSET(fd, &readable))
+                serve_ready_client(clients[fd]);
+            if (clients[fd] != NULL && FD_ISSET(fd, &writable))
+                after_io(clients[fd]); /* (it may have left just above) */
+        }
+        close_expired_lingers();
+    }
+}
+
+/* Every listener, non-blocking: select() may report a connection that is
+ * reset before accept() takes it, and a blocking accept() would then wait
+ * for the next one with every client frozen (UNP 16.6). */
+static void set_up_loop(const char *host, const int *ports, int nports)
+{
+    for (listener_count = 0; listener_count < nports; listener_count++) {
+        int fd = open_listener(host, ports[listener_count]);
+        if (fd < 0 || fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
+            exit(1);
+        listeners[listener_count] = fd;
+    }
+    reserve_spare_fd();
+}
+
+/* ============================== Command line =============================== */
 
 static void usage(void)
 {
     fprintf(stderr, "usage: server [-H host] [-p port]... (up to 3) [-m max-clients] [-q]\n");
     exit(2);
-}
-
-/* Parse a decimal number in [min, max]; anything else is a usage error. */
-static int parse_number(const char *text, int min, int max)
-{
-    char *end;
-    errno = 0;
-    long value = strtol(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || value < min || value > max)
-        usage();
-    return (int)value;
 }
 
 static void parse_options(int argc, char **argv)
@@ -106,8 +265,8 @@ static void parse_options(int argc, char **argv)
                 usage();
             opt.ports[opt.nports++] = parse_number(optarg, 0, 65535);
             break;
-        case 'm': opt.max_clients = parse_number(optarg, 1, 1000000); break;
-        case 'q': opt.quiet = 1; break;
+        case 'm': opt.max_clients = parse_number(optarg, 1, MAX_CLIENTS_LIMIT); break;
+        case 'q': quiet = 1; break;
         default: usage();
         }
     }
@@ -117,467 +276,12 @@ static void parse_options(int argc, char **argv)
         opt.ports[opt.nports++] = DEFAULT_PORT;
 }
 
-/* Connects and disconnects go to stderr, unless -q. Errors always do. The
- * line is built first and written by one call, so that lines logged at the
- * same time by several threads or processes never mix. */
-static void log_event(const char *fmt, ...)
-{
-    if (opt.quiet)
-        return;
-    char line[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "server: %s\n", line);
-}
-
-/* ================================= Signals ================================= */
-
-/* SIGINT and SIGTERM end the server with status 0. A signal handler may only
- * call async-signal-safe functions, and write() and _exit() are two of them.
- * On exit the kernel closes every descriptor: the listener stops accepting
- * and each connected client sees its connection end. */
-static void on_stop_signal(int sig)
-{
-    static const char msg[] = "server: stopping\n";
-    (void)sig;
-    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
-        /* nothing useful to do: we are exiting anyway */
-    }
-    _exit(0);
-}
-
-static void install_signal_handlers(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    /* Writing to a connection the peer has closed raises SIGPIPE, whose
-     * default action kills the whole process. One client leaving must never
-     * do that, so ignore it: send() then fails with EPIPE instead. */
-    signal(SIGPIPE, SIG_IGN);
-}
-
-/* ============================ Listening sockets ============================ */
-
-/* Create, bind and listen; print the ready line the tests wait for.
- * Returns the listening descriptor, or -1 after saying what went wrong. */
-static int open_listener(const char *host, int port)
-{
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((unsigned short)port);
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
-        fprintf(stderr, "server: -H %s: not an IPv4 address\n", host);
-        usage();
-    }
-
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) {
-        perror("server: socket");
-        return -1;
-    }
-    /* Without SO_REUSEADDR, restarting the server right after it stopped
-     * fails for a minute: its old connections sit in TIME_WAIT on the port. */
-    int one = 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
-        perror("server: setsockopt(SO_REUSEADDR)");
-
-    if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(fd, BACKLOG) < 0) {
-        fprintf(stderr, "server: cannot listen on %s:%d: %s\n", host, port, strerror(errno));
-        close(fd);
-        return -1;
-    }
-    /* With -p 0 the kernel chose the port at bind(); ask which one. */
-    socklen_t len = sizeof addr;
-    getsockname(fd, (struct sockaddr *)&addr, &len);
-    printf("listening on %s:%d\n", host, ntohs(addr.sin_port));
-    fflush(stdout);
-    return fd;
-}
-
-/* ============================== Wire protocol ============================== */
-
-/* One connected client: its socket, and the bytes it sent that do not make a
- * whole line yet. */
-struct client {
-    int fd;
-    int local_port;                 /* our end of the connection */
-    char peer[INET_ADDRSTRLEN + 6]; /* "127.0.0.1:54321", for the log */
-    char in[IN_SIZE];               /* bytes received, not yet a whole line */
-    size_t in_len;
-    char *out;                      /* replies not sent yet; NULL when none */
-    size_t out_len, out_cap;
-    const char *leaving;            /* why it is leaving, once it is: it goes
-                                       when its queue is empty. NULL till then */
-};
-
-/* What to do with a connection after answering a line. */
-enum next_step { KEEP_OPEN, CLOSE_NOW };
-
-/* Send what the output queue holds, as much as the socket takes right now.
- * On a non-blocking socket, send() never waits: it takes part of the bytes
- * (a partial write) or fails with EAGAIN when the socket buffer is full. What
- * is left stays queued for when select() reports the socket writable.
- * Returns -1 when the connection failed. */
-static int flush_output(struct client *c)
-{
-    while (c->out_len > 0) {
-        /* MSG_NOSIGNAL: no SIGPIPE from this call, even if not ignored. */
-        ssize_t n = send(c->fd, c->out, c->out_len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return 0; /* the socket buffer is full: wait until writable */
-        if (n < 0)
-            return -1;
-        memmove(c->out, c->out + n, c->out_len - (size_t)n);
-        c->out_len -= (size_t)n;
-    }
-    free(c->out); /* all sent: an idle client holds no output buffer */
-    c->out = NULL;
-    c->out_cap = 0;
-    return 0;
-}
-
-/* Answer with one line: append it and its '\n' to the client's output queue.
- * Nothing is sent here; flush_output() does that without ever blocking. */
-static enum next_step reply(struct client *c, const char *line, size_t len)
-{
-    if (c->out_len + len + 1 > c->out_cap) {
-        size_t cap = c->out_cap > 0 ? c->out_cap : 256;
-        while (cap < c->out_len + len + 1)
-            cap *= 2;
-        char *out = realloc(c->out, cap);
-        if (out == NULL) {
-            perror("server: realloc");
-            return CLOSE_NOW;
-        }
-        c->out = out;
-        c->out_cap = cap;
-    }
-    memcpy(c->out + c->out_len, line, len);
-    c->out[c->out_len + len] = '\n';
-    c->out_len += len + 1;
-    return KEEP_OPEN;
-}
-
-static enum next_step reply_text(struct client *c, const char *text)
-{
-    return reply(c, text, strlen(text));
-}
-
-static enum next_step send_greeting(struct client *c)
-{
-    char line[128];
-    int len = snprintf(line, sizeof line, "hello chapter=%s pid=%d tid=%d port=%d",
-                       CHAPTER, (int)getpid(), (int)gettid(), c->local_port);
-    return reply(c, line, (size_t)len);
-}
-
-/* Milliseconds in "sleep <ms>": 0..MAX_SLEEP_MS in decimal, or -1. */
-static long parse_millis(const char *text, size_t len)
-{
-    long ms = 0;
-    if (len == 0 || len > 5)
-        return -1;
-    for (size_t i = 0; i < len; i++) {
-        if (text[i] < '0' || text[i] > '9')
-            return -1;
-        ms = ms * 10 + (text[i] - '0');
-    }
-    return ms <= MAX_SLEEP_MS ? ms : -1;
-}
-
-/* "sleep <ms>" stands for slow work, such as a database call: the handler
- * blocks, and whatever else this process would do waits with it. */
-static enum next_step handle_sleep(struct client *c, const char *arg, size_t len)
-{
-    long ms = parse_millis(arg, len);
-    if (ms < 0)
-        return reply_text(c, "error usage: sleep <ms> with 0 <= ms <= 10000");
-
-    log_event("%s sleeps %ld ms", c->peer, ms);
-    struct timespec left = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&left, &left) < 0 && errno == EINTR)
-        ; /* a signal woke us early: sleep the rest */
-
-    char line[32];
-    int n = snprintf(line, sizeof line, "slept %ld", ms);
-    return reply(c, line, (size_t)n);
-}
-
-static int line_is(const char *line, size_t len, const char *word)
-{
-    return len == strlen(word) && memcmp(line, word, len) == 0;
-}
-
-/* Answer one complete line: its '\n' and any '\r' before it are gone. Lines
- * may hold any byte, NUL included, so they are compared by length. */
-static enum next_step handle_line(struct client *c, const char *line, size_t len)
-{
-    if (line_is(line, len, "quit") || line_is(line, len, "exit") || line_is(line, len, "q")) {
-        reply_text(c, "bye");
-        return CLOSE_NOW;
-    }
-    if (line_is(line, len, "sleep"))
-        return handle_sleep(c, "", 0);
-    if (len > 6 && memcmp(line, "sleep ", 6) == 0)
-        return handle_sleep(c, line + 6, len - 6);
-    return reply(c, line, len);
-}
-
-static enum next_step reject_long_line(struct client *c)
-{
-    reply_text(c, "error line too long (max 4096 bytes)");
-    return CLOSE_NOW;
-}
-
-/* TCP carries a stream of bytes, not messages: one recv() may return half a
- * line, or three lines glued together (the "sticky packet" problem). So the
- * bytes collect in c->in, and every complete line is cut out at its '\n'.
- * What remains is the start of a line whose end has not arrived yet. */
-static enum next_step handle_input(struct client *c)
-{
-    size_t start = 0;
-    char *newline;
-    while ((newline = memchr(c->in + start, '\n', c->in_len - start)) != NULL) {
-        char *line = c->in + start;
-        size_t len = (size_t)(newline - line);
-        start += len + 1;
-        if (len > 0 && line[len - 1] == '\r')
-            len--; /* telnet and "nc -C" end lines with "\r\n" */
-        if (len > MAX_LINE)
-            return reject_long_line(c);
-        if (handle_line(c, line, len) == CLOSE_NOW)
-            return CLOSE_NOW;
-    }
-    memmove(c->in, c->in + start, c->in_len - start);
-    c->in_len -= start;
-    if (c->in_len == IN_SIZE)
-        return reject_long_line(c); /* the buffer is full and still no '\n' */
-    return KEEP_OPEN;
-}
-
-/* ============================= Serving clients ============================= */
-
-/* Append what the kernel has received from the client to c->in.
- * Returns the byte count, 0 when the client has closed, -1 on error. */
-static ssize_t receive(struct client *c)
-{
-    ssize_t n;
-    do
-        n = recv(c->fd, c->in + c->in_len, IN_SIZE - c->in_len, 0);
-    while (n < 0 && errno == EINTR);
-    if (n > 0)
-        c->in_len += (size_t)n;
-    return n;
-}
-
-/* Take a connection from the kernel's queue and fill in c. Returns -1 when
- * accept() failed; the caller simply tries again. */
-static int accept_client(int listen_fd, struct client *c)
-{
-    struct sockaddr_in peer, local;
-    socklen_t peer_len = sizeof peer, local_len = sizeof local;
-
-    /* select() said a connection is waiting, so this does not block. */
-    c->fd = accept(listen_fd, (struct sockaddr *)&peer, &peer_len);
-    if (c->fd >= 0 && fcntl(c->fd, F_SETFL, O_NONBLOCK) < 0) {
-        perror("server: fcntl(O_NONBLOCK)"); /* a socket that could block us all */
-        close(c->fd);
-        c->fd = -1;
-    }
-    if (c->fd < 0) {
-        if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-            /* Out of descriptors or memory: the listener stays readable,
-             * and retrying at once would spin at full CPU. Back off a
-             * little, as nginx and HAProxy do (everyone waits with us). */
-            perror("server: accept");
-            nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
-        } else if (errno != EINTR && errno != ECONNABORTED) {
-            perror("server: accept");
-        }
-        return -1;
-    }
-    getsockname(c->fd, (struct sockaddr *)&local, &local_len);
-    c->local_port = ntohs(local.sin_port);
-    char ip[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &peer.sin_addr, ip, sizeof ip);
-    snprintf(c->peer, sizeof c->peer, "%s:%d", ip, ntohs(peer.sin_port));
-    c->in_len = 0;
-    c->out = NULL;
-    c->out_len = c->out_cap = 0;
-    c->leaving = NULL;
-    log_event("connect %s (fd %d)", c->peer, c->fd);
-    return 0;
-}
-
-/* shutdown(SHUT_WR) first: it pushes out the replies still queued, then a
- * FIN. A bare close() while the client's bytes sit unread in our receive
- * queue makes the kernel drop what it has not sent yet and send RST, so a
- * client that is still sending would never see our last words (the error
- * about its too long line, say). */
-static void close_client(struct client *c, const char *why)
-{
-    shutdown(c->fd, SHUT_WR);
-    close(c->fd);
-    log_event("disconnect %s: %s", c->peer, why);
-}
-
-/* ============================== The select loop ============================ */
-
-/* Every connected client, found by its descriptor; NULL where none. */
-static struct client *clients[FD_SETSIZE];
-static int client_count;
-static int listeners[MAX_PORTS];
-
-static void add_client(struct client *c)
-{
-    clients[c->fd] = c;
-    client_count++;
-}
-
-static void drop_client(struct client *c, const char *why)
-{
-    clients[c->fd] = NULL;
-    client_count--;
-    close_client(c, why);
-    free(c->out);
-    free(c);
-}
-
-/* Send what fits now; let the client go when that failed, or when it is
- * leaving and everything has gone out. */
-static void flush_or_drop(struct client *c)
-{
-    if (flush_output(c) < 0)
-        drop_client(c, strerror(errno));
-    else if (c->leaving != NULL && c->out_len == 0)
-        drop_client(c, c->leaving);
-}
-
-/* Past the cap, or on a descriptor select() cannot watch: FD_SET() on a
- * descriptor >= FD_SETSIZE writes past the end of the fd_set (glibc's
- * _FORTIFY_SOURCE aborts instead). Tell the client and let it go. */
-static void refuse_client(struct client *c)
-{
-    reply_text(c, "error server busy");
-    flush_output(c); /* a new socket's buffer is empty: this short line fits */
-    close_client(c, "server busy");
-    free(c->out);
-    free(c);
-}
-
-static void accept_new_client(int listen_fd)
-{
-    struct client *c = malloc(sizeof *c);
-    if (c == NULL) {
-        perror("server: malloc");
-        return;
-    }
-    if (accept_client(listen_fd, c) < 0) {
-        free(c);
-        return;
-    }
-    if (c->fd >= FD_SETSIZE || client_count >= opt.max_clients) {
-        refuse_client(c);
-        return;
-    }
-    add_client(c);
-    send_greeting(c);
-    flush_or_drop(c);
-}
-
-/* The client's socket is readable: one recv(), then an answer queued for
- * every complete line, then as much of the queue sent as the socket takes.
- * A client that does not read its answers only fills its own queue. */
-static void serve_ready_client(struct client *c)
-{
-    ssize_t n = receive(c);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return; /* nothing to read after all */
-    if (n < 0) {
-        drop_client(c, strerror(errno)); /* ECONNRESET: the client reset */
-        return;
-    }
-    if (n == 0)
-        c->leaving = "client closed"; /* EOF, or a half-close: answer, then go */
-    else if (handle_input(c) == CLOSE_NOW)
-        c->leaving = "closed by server";
-    flush_or_drop(c);
-}
-
-/* Fill the sets select() will watch: every listener; every client we want
- * to read, unless it is leaving or its queue is over the high-water mark
- * (backpressure); and, for writing, only the clients with replies queued: a
- * socket with room in its buffer is always writable, and watching it would
- * wake us for nothing. The sets are rebuilt on each turn because select()
- * overwrites them with its answer. Returns the highest descriptor. */
-static int watch_all(fd_set *readable, fd_set *writable)
-{
-    int max_fd = -1;
-    FD_ZERO(readable);
-    FD_ZERO(writable);
-    for (int i = 0; i < opt.nports; i++) {
-        FD_SET(listeners[i], readable);
-        if (listeners[i] > max_fd)
-            max_fd = listeners[i];
-    }
-    for (int fd = 0; fd < FD_SETSIZE; fd++) {
-        struct client *c = clients[fd];
-        if (c == NULL)
-            continue;
-        if (c->leaving == NULL && c->out_len < OUTPUT_HIGH_WATER)
-            FD_SET(fd, readable);
-        if (c->out_len > 0)
-            FD_SET(fd, writable);
-        max_fd = fd;
-    }
-    return max_fd;
-}
-
-/* One turn per select(): sleep until some socket is ready, then serve the
- * ready ones in order. Both scans cost O(number of descriptors), whether
- * one client is talking or all of them. */
-static void serve_forever(void)
-{
-    for (;;) {
-        fd_set readable, writable;
-        int max_fd = watch_all(&readable, &writable);
-        if (select(max_fd + 1, &readable, &writable, NULL, NULL) < 0) {
-            if (errno == EINTR)
-                continue;
-            perror("server: select");
-            exit(1);
-        }
-        for (int i = 0; i < opt.nports; i++)
-            if (FD_ISSET(listeners[i], &readable))
-                accept_new_client(listeners[i]);
-        for (int fd = 0; fd <= max_fd; fd++) {
-            if (clients[fd] != NULL && FD_ISSET(fd, &readable))
-                serve_ready_client(clients[fd]);
-            if (clients[fd] != NULL && FD_ISSET(fd, &writable))
-                flush_or_drop(clients[fd]); /* (it may have left just above) */
-        }
-    }
-}
-
 /* ================================== Main =================================== */
 
 int main(int argc, char **argv)
 {
     parse_options(argc, argv);
     install_signal_handlers();
-    for (int i = 0; i < opt.nports; i++) {
-        listeners[i] = open_listener(opt.host, opt.ports[i]);
-        if (listeners[i] < 0)
-            return 1;
-    }
+    set_up_loop(opt.host, opt.ports, opt.nports);
     serve_forever();
 }
