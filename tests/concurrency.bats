@@ -101,6 +101,46 @@ distinct() {
     fi
 }
 
+@test "20 clients that send only 'sleep' and never read: an event loop holds at most 160 KiB each" {
+    # "sleep\n" (6 bytes) gets the 46-byte usage error: the largest answer
+    # per byte read. A loop that stops reading a client once 64 KiB of
+    # replies wait for it holds at most 65,535 + 683 * 46 = 96,953 bytes in
+    # a buffer of 128 KiB (nonblocking_io.c); without that rule the replies
+    # to megabytes of input would pile up.
+    [[ $(expect flood) == serves && $(expect served_by) == one ]] ||
+        skip "not an event loop that serves the others during a flood"
+    start_server
+    run timeout 30 python3 - "$SERVER_PID" "$ADDRESS" <<'PY'
+import socket, sys, time
+pid, address = sys.argv[1], sys.argv[2]
+def rss_kib():
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+def connect():
+    if address.startswith("unix:"):
+        s = socket.socket(socket.AF_UNIX); s.connect(address[5:])
+    else:
+        host, port = address.rsplit(":", 1); s = socket.create_connection((host, int(port)))
+    s.setblocking(False)
+    return s
+before = rss_kib()
+socks, sent, chunk = [connect() for _ in range(20)], 0, b"sleep\n" * 4096
+idle_since = time.monotonic()
+while time.monotonic() - idle_since < 1:  # until nothing goes out for a second
+    for s in socks:
+        try:
+            sent += s.send(chunk); idle_since = time.monotonic()
+        except BlockingIOError:
+            time.sleep(0.001)
+print(f"sent {sent // 20 // 1024} KiB each; server holds {(rss_kib() - before) // 20} KiB each")
+PY
+    assert_success
+    local sent held
+    read -r sent held < <(awk '{ print $2, $7 }' <<<"$output")
+    assert [ "$sent" -gt 512 ] # far more than the server may hold: the kernel buffers the rest
+    assert [ "$held" -le 160 ]
+}
+
 @test "a client in 'sleep 1500': the others stall, or are served" {
     local outcome
     outcome=$(expect sleep)
@@ -189,9 +229,10 @@ no_helpers_left() {
 }
 
 @test "out of descriptors (ulimit -n 64, 100 clients): no spin, and served again once clients leave" {
-    local before used hz
+    local before used hz conn line start i
     [[ $(expect clients) == concurrent ]] || skip "one client at a time: it never runs out of descriptors"
     SERVER_FD_LIMIT=64 start_server
+    on_unix || exec {conn}<>"/dev/tcp/127.0.0.1/$PORT" # connected before the limit
     hold many 100
     before=$(server_cpu_ticks)
     sleep 1 # the measurement window: CPU used during one second
@@ -199,6 +240,19 @@ no_helpers_left() {
     hz=$(getconf CLK_TCK)
     # Less than 0.3 s of CPU in that second: it did not spin on accept().
     assert [ "$used" -lt $((hz * 3 / 10)) ]
+    if ! on_unix; then
+        # The client connected before the limit is served at full speed: 20
+        # echoes, one at a time, well within a second (a loop that slept
+        # 100 ms per turn at the limit, as 02 and 03 once did, takes 2 s).
+        read -r -t 5 line <&"$conn" # the greeting
+        start=$EPOCHREALTIME
+        for i in {1..20}; do
+            printf 'ping %d\n' "$i" >&"$conn"
+            read -r -t 5 line <&"$conn" && [[ $line == "ping $i" ]] || fail "echo $i: '$line'"
+        done
+        refute is_at_least "$(seconds_since "$start")" 1
+        exec {conn}>&-
+    fi
     finish many
     served_again
 }
