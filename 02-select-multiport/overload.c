@@ -59,18 +59,22 @@ static int shed_connection(int listen_fd)
     return fd >= 0 ? 0 : -1;
 }
 
-/* accept() failed. Nothing to do when no connection was waiting after all
- * (EAGAIN), or it was reset before we took it (ECONNABORTED), or a signal
- * came (EINTR). Out of descriptors, shed the connection. Otherwise (ENOBUFS,
- * ENOMEM, ENFILE, EPERM...), the listener stays readable and retrying at once
- * would spin at full CPU: stop watching the listeners for ACCEPT_PAUSE_MS,
- * while the clients already here go on being served. */
-static void after_accept_error(int listen_fd)
+/* accept() failed. A signal (EINTR), or a connection reset before we took
+ * it (ECONNABORTED): try again. Out of descriptors (EMFILE): shed the
+ * connection, and try again. No connection waiting after all (EAGAIN): stop.
+ * Anything else (ENOBUFS, ENOMEM, ENFILE, EPERM, or a shed that failed): the
+ * listener stays ready and retrying at once would spin at full CPU, so stop
+ * watching the listeners for ACCEPT_PAUSE_MS, while the clients already here
+ * go on being served. Returns 1 when accept() may be tried again now. */
+static int after_accept_error(int listen_fd)
 {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
-        return;
+    if (errno == EINTR || errno == ECONNABORTED)
+        return 1;
     if (errno == EMFILE && shed_connection(listen_fd) == 0)
-        return;
+        return 1;
+    if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return 0;
     perror("server: accept");
     accept_paused_until = now_ms() + ACCEPT_PAUSE_MS;
+    return 0;
 }
