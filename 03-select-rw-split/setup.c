@@ -104,14 +104,21 @@ static void on_stop_signal(int sig)
     _exit(0);
 }
 
-static void install_signal_handlers(void)
+/* Run handler when sig arrives; flags as for sigaction() (SA_RESTART...). */
+static void set_handler(int sig, void (*handler)(int), int flags)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
+    sa.sa_handler = handler;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_flags = flags;
+    sigaction(sig, &sa, NULL);
+}
+
+static void install_signal_handlers(void)
+{
+    set_handler(SIGINT, on_stop_signal, 0);
+    set_handler(SIGTERM, on_stop_signal, 0);
     /* Writing to a connection the peer has closed raises SIGPIPE, whose
      * default action kills the whole process. One client leaving must never
      * do that, so ignore it: send() then fails with EPIPE instead. */

@@ -11,6 +11,8 @@
 # datagram row (udp, unixgram) runs datagram.bats. A chapter's own file
 # (tests/socketserver.bats for 07), when it exists, runs once: with the row
 # named after the chapter alone (07-socketserver-clone, not +forking).
+# Files about the course as a whole (the chapters' shared files, the test
+# tools) run once, after the rows, when no chapter is named.
 # SUITE_FILES="tests/protocol.bats tests/cli.bats" runs only those files,
 # each with the rows it applies to.
 set -euo pipefail
@@ -18,6 +20,7 @@ cd "$(dirname "$0")/.."
 
 STREAM_FILES=(tests/cli.bats tests/concurrency.bats tests/protocol.bats)
 DATAGRAM_FILES=(tests/datagram.bats)
+ONCE_FILES=(tests/shape.bats tests/tools.bats)
 # Files that test one chapter beyond the shared contract: chapter -> file.
 declare -A OWN_FILE=([07-socketserver-clone]=tests/socketserver.bats)
 
@@ -75,6 +78,14 @@ for chapter in "${chapters[@]}"; do
     echo "# ===== $chapter ====="
     CHAPTER=$chapter bats --tap "${FILES[@]}" | sed -u "s/^\(not \)\{0,1\}ok [0-9]* /&[$chapter] /" | tee -a "$log" || true
 done
+
+if (($# == 0)); then
+    for file in "${ONCE_FILES[@]}"; do
+        [[ -f $file ]] && wanted "$file" || continue
+        echo "# ===== ${file#tests/} ====="
+        bats --tap "$file" | sed -u "s/^\(not \)\{0,1\}ok [0-9]* /&[${file#tests/}] /" | tee -a "$log" || true
+    done
+fi
 
 skipped=$(grep -c '^ok .* # skip' "$log" || true)
 passed=$(($(grep -c '^ok ' "$log" || true) - skipped))
