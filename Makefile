@@ -7,6 +7,7 @@
 #   make strace-N      one client session under strace, chapter N
 #   make bench         every chapter under the same load, side by side; 07 against Python (5-6 minutes)
 #   make c10k          10,000 connections at once on 06-epoll, both modes
+#   make lint          cppcheck and clang-tidy on the C, shellcheck on the scripts (half a minute)
 #   make clean
 #
 # CC=clang and SAN=address,undefined (or SAN=thread) pass through to every build.
@@ -48,7 +49,11 @@ c10k: all
 	@scripts/c10k.sh 06-epoll
 	@scripts/c10k.sh 06-epoll -e
 
+lint:
+	@scripts/ensure-deps.sh cppcheck clang-tidy shellcheck
+	@scripts/lint.sh
+
 clean:
 	@for dir in $(CHAPTERS) scripts; do $(MAKE) -s -C $$dir clean; done
 
-.PHONY: all tools test test-deps bench c10k clean $(CHAPTERS)
+.PHONY: all tools test test-deps bench c10k lint clean $(CHAPTERS)

@@ -3,9 +3,10 @@
  *
  *     socket -> connect -> recv the greeting -> (send a line, recv its reply)... -> close
  *
- * Prints the greeting, then for each line on stdin sends it and prints the
- * reply line. On a terminal it shows a "> " prompt; from a pipe it is silent,
- * so scripts can drive it. The same client serves every chapter.
+ * Prints the greeting (any other first line refuses us: it is printed too,
+ * and the client exits 1), then for each line on stdin sends it and prints
+ * the reply line. On a terminal it shows a "> " prompt; from a pipe it is
+ * silent, so scripts can drive it. The same client serves every chapter.
  */
 #define _POSIX_C_SOURCE 200809L /* getline() */
 #include <arpa/inet.h>
@@ -150,6 +151,46 @@ static void print_line(const char *line, size_t len)
     fflush(stdout);
 }
 
+/* A server that takes us says "hello ..." first. Any other first line (say
+ * "error server busy") refuses us, and the server closes the connection. */
+static int is_greeting(const char *line, ssize_t len)
+{
+    return len >= 6 && memcmp(line, "hello ", 6) == 0;
+}
+
+/* ============================== Sending lines ============================== */
+
+/* Send all len bytes. A blocking send() can still take only part of them:
+ * when the connection breaks halfway (a server that rejects a long line
+ * closes while we send it), it returns the count it took and leaves errno
+ * alone. So send the rest: the next send() then fails, with -1 and errno
+ * saying why. Returns 0, or -1 with errno set. */
+static int send_all(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+/* The server closed while we were sending, most likely because of this very
+ * line ("error line too long"). Its last words may wait in our receive
+ * queue: show them, then why we stop (err: send()'s errno). */
+static void report_send_failure(int fd, char *reply, int err)
+{
+    ssize_t len = read_reply(fd, reply);
+    if (len >= 0)
+        print_line(reply, (size_t)len);
+    fprintf(stderr, "client: connection closed by the server while sending (send: %s)\n",
+            strerror(err));
+}
+
 /* ================================== Main =================================== */
 
 int main(int argc, char **argv)
@@ -165,7 +206,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "client: connection closed before the greeting\n");
         return 1;
     }
-    print_line(reply, (size_t)len);
+    print_line(reply, (size_t)len); /* the server's words, greeting or not */
+    if (!is_greeting(reply, len)) {
+        fprintf(stderr, "client: refused by the server (no greeting)\n");
+        return 1;
+    }
 
     char *line = NULL;
     size_t cap = 0;
@@ -182,8 +227,8 @@ int main(int argc, char **argv)
         }
         if (line[n - 1] != '\n')
             line[n++] = '\n'; /* getline left room: cap > n */
-        if (send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
-            perror("client: send");
+        if (send_all(fd, line, (size_t)n) < 0) {
+            report_send_failure(fd, reply, errno);
             return 1;
         }
         if ((len = read_reply(fd, reply)) < 0) {

@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -340,6 +341,18 @@ static int create_server(const char *where)
 
 /* ============================== Wire protocol ============================== */
 
+/* Write a log line to stderr, unless that would block: a pipe nobody reads
+ * is full after 64 KiB, and waiting there would freeze the server (as in
+ * chapters 01-06, setup.c). poll() may be called from a signal handler. */
+static void write_log(const char *line, size_t len)
+{
+    struct pollfd err = {.fd = STDERR_FILENO, .events = POLLOUT};
+    if (poll(&err, 1, 0) == 1 && (err.revents & POLLOUT)) {
+        ssize_t written = write(STDERR_FILENO, line, len);
+        (void)written; /* a short or failed log write is not worth an error */
+    }
+}
+
 /* Connects, disconnects and sleeps go to stderr, unless -q. The line is
  * built first and written by one call, so that lines logged at once by
  * several threads or processes never mix. */
@@ -347,12 +360,14 @@ static void log_event(const char *fmt, ...)
 {
     if (opt.quiet)
         return;
-    char line[256];
+    char line[256] = "server: ";
+    size_t at = strlen(line);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    vsnprintf(line + at, sizeof line - at - 1, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "server: %s\n", line);
+    strcat(line, "\n");
+    write_log(line, strlen(line));
 }
 
 /* "127.0.0.1:54321", as chapters 01-06 log a peer. A Unix client has a path
@@ -419,18 +434,22 @@ static size_t strip_line_end(const char *line, size_t n)
     return n;
 }
 
-/* Milliseconds in "sleep <ms>": 0..MAX_SLEEP_MS in decimal, or -1. */
+/* Milliseconds in "sleep <ms>": decimal digits worth 0..MAX_SLEEP_MS, leading
+ * zeros allowed, or -1. The value is checked digit by digit, so no number of
+ * digits can overflow it. */
 static long parse_millis(const char *text, size_t len)
 {
     long ms = 0;
-    if (len == 0 || len > 5)
+    if (len == 0)
         return -1;
     for (size_t i = 0; i < len; i++) {
         if (text[i] < '0' || text[i] > '9')
             return -1;
         ms = ms * 10 + (text[i] - '0');
+        if (ms > MAX_SLEEP_MS)
+            return -1;
     }
-    return ms <= MAX_SLEEP_MS ? ms : -1;
+    return ms;
 }
 
 /* "sleep <ms>" stands for slow work, such as a database call: the handler
@@ -468,7 +487,7 @@ static enum next_step answer_line(struct ss_handler *h, const char *peer, const 
     }
     if (line_is(line, len, "sleep"))
         return handle_sleep(h, peer, "", 0);
-    if (len > 6 && memcmp(line, "sleep ", 6) == 0)
+    if (len >= 6 && memcmp(line, "sleep ", 6) == 0)
         return handle_sleep(h, peer, line + 6, len - 6);
     return reply(h, line, len);
 }
@@ -567,9 +586,7 @@ static void on_stop_signal(int sig)
     static const char msg[] = "server: stopping\n";
     int saved_errno = errno; /* the code we interrupted may be about to read it */
     (void)sig;
-    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
-        /* nothing useful to do: we are stopping anyway */
-    }
+    write_log(msg, sizeof msg - 1);
     ss_request_shutdown(&server);
     if (connection_in_flight >= 0)
         shutdown(connection_in_flight, SHUT_RD);

@@ -143,7 +143,8 @@ static long parse_number(const char *text, long min, long max)
 
 static void parse_ports(char *list)
 {
-    for (char *p = strtok(list, ","); p != NULL; p = strtok(NULL, ",")) {
+    char *rest;
+    for (char *p = strtok_r(list, ",", &rest); p != NULL; p = strtok_r(NULL, ",", &rest)) {
         if (opt.nports == MAX_PORTS)
             usage();
         opt.ports[opt.nports++] = (int)parse_number(p, 1, 65535);
@@ -745,8 +746,9 @@ static long long cpu_ticks(long pid)
     fclose(f);
     if (p == NULL)
         return -1;
-    p = strtok(p + 1, " ");
-    for (int field = 3; p != NULL && field <= 17; field++, p = strtok(NULL, " "))
+    char *rest;
+    p = strtok_r(p + 1, " ", &rest);
+    for (int field = 3; p != NULL && field <= 17; field++, p = strtok_r(NULL, " ", &rest))
         if (field >= 14)
             total += strtoll(p, NULL, 10);
     return total;

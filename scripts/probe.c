@@ -15,8 +15,9 @@
  *
  *   probe -p PORT[,PORT...] -c N [-t SECONDS]
  *       Open N connections (spread over the ports), print the first line
- *       each one receives, then "answered A of N"; hold them all open
- *       until stdin ends.
+ *       each one receives ("(closed without a line)" or "(closed mid-line:
+ *       BYTES)" if it ends first), then "answered A of N", A counting those
+ *       lines and closes; hold them all open until stdin ends.
  *
  *   probe -p PORT -f MIB [-t SECONDS]
  *       Flood: send lines of 1 KiB, up to MIB MiB, and never read a reply.
@@ -34,8 +35,10 @@
  *       and EOF; a close() with our lines unread gives RST, which drops the
  *       replies still queued.
  *
- * Every wait is bounded by -t (default 5 s). Exit status: 0 when the reads
- * ended as asked (-L: at EOF or reset), 3 on timeout, 1 on a socket error,
+ * Every wait is bounded by -t (default 5 s), even while the peer keeps
+ * sending; in the first mode one deadline covers the send and the reads.
+ * Exit status: 0 when the reads ended as asked (-L: at EOF or reset), 3 on
+ * timeout (-r too, if the send did not end in time), 1 on a socket error,
  * 2 on bad arguments.
  */
 #define _GNU_SOURCE
@@ -60,6 +63,7 @@
 #define FLOOD_LINE 1024      /* bytes per flood line, '\n' included */
 #define STUCK_MS 1000        /* no progress this long: the server stopped reading */
 #define SPLIT_GAP_US 1000    /* -s: time between one-byte segments */
+#define RECHECK_MS 10        /* -c: how often to look again at part of a line */
 #define CLOSE_LINES 2000     /* -L: lines sent before "quit", 100 bytes each */
 #define CLOSE_RCVBUF 4096    /* -L: our receive buffer, to back the replies up */
 #define CLOSE_PAUSE_MS 200   /* -L: time not reading after "quit" */
@@ -132,6 +136,20 @@ static int ms_left(double deadline)
 {
     double left = deadline - now();
     return left > 0 ? (int)(left * 1000) + 1 : 0;
+}
+
+/* Wait until fd is ready for events, or the deadline. Returns what poll()
+ * reported, or 0 once the deadline has passed. The deadline is checked
+ * first, on every call: poll() with no time left still reports a socket
+ * that is ready, and a peer that keeps ours readable (it never stops
+ * sending) would otherwise keep a loop around this one going forever. */
+static int wait_until(int fd, short events, double deadline)
+{
+    int wait = ms_left(deadline);
+    struct pollfd p = {.fd = fd, .events = events};
+    if (wait == 0 || poll(&p, 1, wait) <= 0)
+        return 0;
+    return p.revents;
 }
 
 /* The server's address for connection i: the Unix socket file, or the ports
@@ -238,36 +256,40 @@ static void receive_some(int fd)
  * byte on its own. Replies are read while sending: a client that only reads
  * once it has sent everything deadlocks with a server that echoes, as soon
  * as the replies fill the socket buffers (a few hundred KiB on a Unix
- * socket; TCP's grow to megabytes and hide it). */
-static void send_data(int fd, const char *data, size_t len, double deadline)
+ * socket; TCP's grow to megabytes and hide it). No send() blocks
+ * (MSG_DONTWAIT), so a server that stops reading cannot hold us past the
+ * deadline. Returns 0, or 3 if the deadline came first. */
+static int send_data(int fd, const char *data, size_t len, double deadline)
 {
     int one = 1;
     if (opt.split && opt.unix_path == NULL)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     size_t step = opt.split ? 1 : len;
     for (size_t off = 0; off < len && in.state > 0;) {
-        struct pollfd p = {.fd = fd, .events = POLLIN | POLLOUT};
-        if (poll(&p, 1, ms_left(deadline)) == 0) {
+        int revents = wait_until(fd, POLLIN | POLLOUT, deadline);
+        if (revents == 0) {
             fprintf(stderr, "probe: timed out after sending %zu of %zu bytes\n", off, len);
-            return;
+            return 3;
         }
-        if (p.revents & (POLLIN | POLLHUP | POLLERR))
+        if (revents & (POLLIN | POLLHUP | POLLERR))
             receive_some(fd);
-        if (!(p.revents & POLLOUT) || in.state <= 0)
+        if (!(revents & POLLOUT) || in.state <= 0)
             continue;
         ssize_t n = send(fd, data + off, step < len - off ? step : len - off,
                          MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0 && errno != EAGAIN && errno != EINTR) {
             /* The server closed while we were still sending (a line too
              * long, say). What it said before closing may still be
-             * waiting to be read, so go and read it. */
+             * waiting to be read, so go and read it. errno is only
+             * meaningful here, where send() returned -1. */
             fprintf(stderr, "probe: send: %s\n", strerror(errno));
-            return;
+            return 0;
         }
         off += n > 0 ? (size_t)n : 0;
         if (opt.split && n > 0 && off < len)
             usleep(SPLIT_GAP_US);
     }
+    return 0;
 }
 
 /* SO_LINGER with a zero timeout makes close() send RST instead of FIN: the
@@ -283,8 +305,7 @@ static void reset_connection(int fd)
 static int receive_all(int fd, double deadline)
 {
     while (in.state > 0 && !(opt.lines > 0 && in.lines >= opt.lines)) {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, ms_left(deadline)) == 0) {
+        if (wait_until(fd, POLLIN, deadline) == 0) {
             fprintf(stderr, "probe: timed out after %d lines\n", in.lines);
             return 3;
         }
@@ -293,21 +314,23 @@ static int receive_all(int fd, double deadline)
     return in.state < 0 ? 1 : 0;
 }
 
+/* One deadline covers the whole exchange: the send, then the reads. */
 static int run_exchange(void)
 {
     char *data;
     size_t len = read_stdin(&data);
     int fd = connect_to(0);
     double deadline = now() + opt.timeout;
-    send_data(fd, data, len, deadline);
+    int status = send_data(fd, data, len, deadline);
     free(data);
     if (opt.reset) {
         reset_connection(fd);
-        return 0;
+        return status;
     }
-    if (opt.half_close && in.state > 0)
+    if (status == 0 && opt.half_close && in.state > 0)
         shutdown(fd, SHUT_WR); /* FIN: "I am done sending", but still reading */
-    int status = receive_all(fd, deadline);
+    if (status == 0)
+        status = receive_all(fd, deadline);
     fflush(stdout);
     close(fd);
     return status;
@@ -329,26 +352,57 @@ static void raise_fd_limit(int wanted)
     }
 }
 
-/* Read each connection's first line; print it as it arrives. */
-static int collect_first_lines(struct pollfd *p, int n, double deadline)
+/* Print connection p's first line once it has come whole, or how the
+ * connection ended without one. Returns 1 once something is printed, 0
+ * while only part of the line is there (or nothing yet). MSG_PEEK looks
+ * without taking: the line stays in the socket, and so does what follows. */
+static int print_first_line(const struct pollfd *p)
 {
     static char buf[MAX_LINE + 1];
-    int answered = 0;
-    while (answered < n && poll(p, (nfds_t)n, ms_left(deadline)) > 0) {
+    ssize_t len = recv(p->fd, buf, MAX_LINE, MSG_PEEK | MSG_DONTWAIT);
+    if (len < 0 && errno == EAGAIN)
+        return 0; /* nothing after all (MSG_DONTWAIT: never wait here, past -t) */
+    char *nl = len > 0 ? memchr(buf, '\n', (size_t)len) : NULL;
+    int closed = p->revents & (POLLRDHUP | POLLHUP | POLLERR);
+    if (nl == NULL && len > 0 && len < MAX_LINE && !closed)
+        return 0; /* part of a line: the rest may come */
+    if (nl != NULL || len == MAX_LINE)
+        printf("%.*s\n", (int)(nl ? nl - buf : len), buf);
+    else if (len > 0)
+        printf("(closed mid-line: %.*s)\n", (int)len, buf);
+    else
+        printf("(closed without a line)\n");
+    return 1;
+}
+
+/* Read each connection's first line; print it as it arrives. A connection
+ * with part of a line stops asking poll() for POLLIN: its socket stays
+ * readable, so poll() would return at once, again and again (a busy loop).
+ * It asks for POLLRDHUP only, which reports the peer closing, and we peek
+ * again every RECHECK_MS for the rest of the line. */
+static int collect_first_lines(struct pollfd *p, int n, double deadline)
+{
+    int answered = 0, partial = 0;
+    while (answered < n && ms_left(deadline) > 0) {
+        int wait = ms_left(deadline);
+        if (partial > 0 && wait > RECHECK_MS)
+            wait = RECHECK_MS;
+        if (poll(p, (nfds_t)n, wait) < 0) {
+            perror("probe: poll");
+            break;
+        }
+        partial = 0;
         for (int i = 0; i < n; i++) {
-            if (p[i].revents == 0)
+            int has_part = p[i].events == POLLRDHUP; /* part of a line came: see below */
+            if (p[i].fd < 0 || (p[i].revents == 0 && !has_part))
                 continue;
-            /* MSG_PEEK first: take only the first line, leave the rest. */
-            ssize_t len = recv(p[i].fd, buf, MAX_LINE, MSG_PEEK);
-            char *nl = len > 0 ? memchr(buf, '\n', (size_t)len) : NULL;
-            if (nl == NULL && len > 0 && len < MAX_LINE)
-                continue; /* a partial line: wait for the rest */
-            if (len > 0)
-                printf("%.*s\n", (int)(nl ? nl - buf : len), buf);
-            else
-                printf("(closed without a line)\n");
-            p[i].fd = -p[i].fd - 1; /* poll() skips negative descriptors */
-            answered++;
+            if (print_first_line(&p[i])) {
+                p[i].fd = -p[i].fd - 1; /* poll() skips negative descriptors */
+                answered++;
+            } else {
+                p[i].events = POLLRDHUP;
+                partial++;
+            }
         }
     }
     return answered;
@@ -359,7 +413,7 @@ static int run_many(void)
     raise_fd_limit(opt.conns);
     struct pollfd *p = calloc((size_t)opt.conns, sizeof *p);
     for (int i = 0; p != NULL && i < opt.conns; i++)
-        p[i] = (struct pollfd){.fd = connect_to(i), .events = POLLIN};
+        p[i] = (struct pollfd){.fd = connect_to(i), .events = POLLIN | POLLRDHUP};
     if (p == NULL)
         return 1;
     int answered = collect_first_lines(p, opt.conns, now() + opt.timeout);
@@ -436,8 +490,7 @@ static int skip_greeting(int fd, double deadline)
 {
     char c = 0;
     while (c != '\n') {
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, ms_left(deadline)) <= 0 || recv(fd, &c, 1, 0) <= 0) {
+        if (wait_until(fd, POLLIN, deadline) == 0 || recv(fd, &c, 1, 0) <= 0) {
             fprintf(stderr, "probe: no greeting\n");
             return -1;
         }
@@ -451,8 +504,7 @@ static int send_without_reading(int fd, double deadline)
 {
     size_t len = sizeof close_sent - 1;
     for (size_t off = 0; off < len;) {
-        struct pollfd p = {.fd = fd, .events = POLLOUT};
-        if (poll(&p, 1, ms_left(deadline)) <= 0) {
+        if (wait_until(fd, POLLOUT, deadline) == 0) {
             fprintf(stderr, "probe: sent only %zu of %zu bytes without reading\n", off, len);
             return -1;
         }
@@ -488,8 +540,7 @@ static const char *read_to_the_end(int fd, double deadline)
     size_t len = sizeof close_expected - 1;
     for (;;) {
         send_trailer(fd);
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (poll(&p, 1, ms_left(deadline)) == 0)
+        if (wait_until(fd, POLLIN, deadline) == 0)
             return "timeout";
         ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n == 0)

@@ -322,3 +322,25 @@ teardown() {
     fi
     ((${#problems[@]} == 0)) || fail "$(printf '%s\n' "${problems[@]}")"
 }
+
+# ------------------------------ a scripted peer ------------------------------
+
+# start_peer PYTHON: a stand-in server for testing the tools, on a free
+# loopback port. It accepts one connection, c, then runs PYTHON (with socket
+# and time imported): the misbehaviour under test, say a half line, then
+# silence. Sets PEER_PORT once its ready line is out; teardown stops it.
+start_peer() {
+    timeout 60 python3 -c '
+import socket, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(1)
+print("listening on 127.0.0.1:%d" % s.getsockname()[1], flush=True)
+c, _ = s.accept()
+'"$1" >"$BATS_TEST_TMPDIR/peer.out" 2>"$BATS_TEST_TMPDIR/peer.err" 3>&- &
+    STARTED+=($!)
+    wait_for "$BATS_TEST_TMPDIR/peer.out" '^listening on 127\.0\.0\.1:[0-9]*$' 1 10 ||
+        fail "no ready line from the peer: $(cat "$BATS_TEST_TMPDIR/peer.err")"
+    # shellcheck disable=SC2034 # used by the test files
+    PEER_PORT=$(sed -n 's/^listening on .*://p' "$BATS_TEST_TMPDIR/peer.out")
+}

@@ -81,7 +81,7 @@ done
 
 if (($# == 0)); then
     for file in "${ONCE_FILES[@]}"; do
-        [[ -f $file ]] && wanted "$file" || continue
+        if [[ ! -f $file ]] || ! wanted "$file"; then continue; fi
         echo "# ===== ${file#tests/} ====="
         bats --tap "$file" | sed -u "s/^\(not \)\{0,1\}ok [0-9]* /&[${file#tests/}] /" | tee -a "$log" || true
     done
