@@ -158,7 +158,8 @@ static int open_listener(const char *host, int port)
     }
     /* With -p 0 the kernel chose the port at bind(); ask which one. */
     socklen_t len = sizeof addr;
-    getsockname(fd, (struct sockaddr *)&addr, &len);
+    if (getsockname(fd, (struct sockaddr *)&addr, &len) < 0)
+        perror("server: getsockname");
     printf("listening on %s:%d\n", host, ntohs(addr.sin_port));
     fflush(stdout);
     return fd;
@@ -175,6 +176,7 @@ static int describe_connection(int fd, const struct sockaddr_in *peer, char name
     snprintf(name, PEER_NAME_SIZE, "%s:%d", ip, ntohs(peer->sin_port));
     struct sockaddr_in local;
     socklen_t len = sizeof local;
-    getsockname(fd, (struct sockaddr *)&local, &len);
+    if (getsockname(fd, (struct sockaddr *)&local, &len) < 0)
+        return 0; /* the connection is already gone: its first send will say so */
     return ntohs(local.sin_port);
 }

@@ -251,8 +251,8 @@ static void handle_event(struct client *c, uint32_t events)
     int fd = c->fd;
     if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && (c->events & EPOLLIN))
         serve_ready_client(c);
-    if (clients[fd] == c && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)))
-        after_io(c, IF_CHANGED); /* (it may have left just above) */
+    if (clients[fd] != NULL && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)))
+        after_io(clients[fd], IF_CHANGED); /* (c may have left just above) */
 }
 
 static int is_listener(int fd)
@@ -316,7 +316,7 @@ static void set_up_loop(const char *host, const int *ports, int nports)
     if (limit < 0 || limit > (long)opt.max_clients + RESERVED_FDS)
         limit = (long)opt.max_clients + RESERVED_FDS;
     clients_size = (int)limit;
-    clients = calloc((size_t)clients_size, sizeof *clients);
+    clients = calloc((size_t)clients_size, sizeof(struct client *));
     if (epoll_fd < 0 || clients == NULL) {
         perror("server: setting up epoll");
         exit(1);

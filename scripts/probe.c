@@ -88,7 +88,8 @@ static void usage(void)
 
 static void parse_ports(char *list)
 {
-    for (char *p = strtok(list, ","); p != NULL; p = strtok(NULL, ",")) {
+    char *rest = NULL;
+    for (char *p = strtok_r(list, ",", &rest); p != NULL; p = strtok_r(NULL, ",", &rest)) {
         int port = atoi(p);
         if (port < 1 || port > 65535 || opt.nports == MAX_PORTS)
             usage();
