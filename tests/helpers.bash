@@ -165,6 +165,11 @@ start_server() {
     ! on_datagrams || TO_SERVER+=(--udp)
 }
 
+# built_with_sanitizer: the chapter was built with SAN=... (see its Makefile).
+built_with_sanitizer() {
+    grep -q -- -fsanitize "$ROOT/$CHAPTER_DIR/.build-flags" 2>/dev/null
+}
+
 # server_sum FILE AWK: the sum, over the server and its child processes, of
 # the n that the AWK program sets reading /proc/PID/FILE.
 server_sum() {
