@@ -215,6 +215,7 @@ int main(int argc, char **argv)
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
+    int status = 0;
     for (;;) {
         if (interactive) {
             fputs("> ", stdout);
@@ -229,11 +230,13 @@ int main(int argc, char **argv)
             line[n++] = '\n'; /* getline left room: cap > n */
         if (send_all(fd, line, (size_t)n) < 0) {
             report_send_failure(fd, reply, errno);
-            return 1;
+            status = 1;
+            break;
         }
         if ((len = read_reply(fd, reply)) < 0) {
             fprintf(stderr, "client: connection closed by the server\n");
-            return 1;
+            status = 1;
+            break;
         }
         print_line(reply, (size_t)len);
         if (len == 3 && memcmp(reply, "bye", 3) == 0)
@@ -241,5 +244,5 @@ int main(int argc, char **argv)
     }
     free(line);
     close(fd);
-    return 0;
+    return status;
 }
