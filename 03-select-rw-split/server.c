@@ -172,10 +172,10 @@ static void serve_ready_client(struct client *c)
  * Returns the highest descriptor, which select() needs plus one. */
 static int fill_fd_sets(fd_set *readable, fd_set *writable)
 {
-    int max_fd = -1;
+    int max_fd = -1, accepting = now_ms() >= accept_paused_until;
     FD_ZERO(readable);
     FD_ZERO(writable);
-    for (int i = 0; i < listener_count && now_ms() >= accept_paused_until; i++) {
+    for (int i = 0; i < listener_count && accepting; i++) {
         FD_SET(listeners[i], readable);
         if (listeners[i] > max_fd)
             max_fd = listeners[i];
