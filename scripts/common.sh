@@ -1,7 +1,10 @@
 # shellcheck shell=bash
 # scripts/common.sh: what the scripts here share; each one sources it.
 # A scratch directory, servers started in the background with `launch` and
-# stopped by pid when the script ends, and the wait for a ready line.
+# stopped by pid when the script ends, and the wait for a ready line; and,
+# from scripts/rows.sh, the rows of tests/expectations.txt.
+
+source scripts/rows.sh
 
 tmp=$(mktemp -d)
 launched=() # pids of everything started, stopped when the script exits
@@ -20,12 +23,24 @@ wait_for() {
     return 1
 }
 
+# only_stdio COMMAND...: run COMMAND with stdin, stdout and stderr and no
+# other descriptor open, so that its descriptors are numbered as when it is
+# started from a terminal (a caller such as bats leaves some open).
+only_stdio() {
+    local path fd
+    for path in /proc/self/fd/*; do
+        fd=${path##*/}
+        if ((fd > 2)) && [[ -e $path ]]; then exec {fd}>&-; fi
+    done
+    exec "$@"
+}
+
 # launch COMMAND...: run a server COMMAND in the background, its stdout in
 # $tmp/ready and its stderr in $tmp/server.log, and wait for its
 # "listening on" line. Sets pid (COMMAND's) and port (its first listener).
 launch() {
     : >"$tmp/ready" # emptied here, not by the background redirection, which may come late
-    "$@" >"$tmp/ready" 2>>"$tmp/server.log" &
+    only_stdio "$@" >"$tmp/ready" 2>>"$tmp/server.log" &
     pid=$!
     launched+=("$pid")
     wait_for "$tmp/ready" '^listening' ||
@@ -39,3 +54,4 @@ stop() {
     kill -TERM "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
 }
+

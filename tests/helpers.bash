@@ -14,6 +14,8 @@
 
 bats_load_library bats-support
 bats_load_library bats-assert
+# shellcheck source=scripts/rows.sh
+source "$BATS_TEST_DIRNAME/../scripts/rows.sh"
 
 : "${CHAPTER:?set CHAPTER to a row of tests/expectations.txt, for example CHAPTER=01-blocking}"
 ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
@@ -34,19 +36,8 @@ SERVER_MAY_EXIT=
 # ------------------------------ expectations ------------------------------
 
 # expect COLUMN: this chapter's value in the COLUMN of tests/expectations.txt.
-# The last column (args) takes the rest of the row: it may hold several words.
 expect() {
-    awk -v chapter="$CHAPTER" -v column="$1" '
-        /^#/ || NF == 0 { next }
-        !header { for (i = 1; i <= NF; i++) at[$i] = i; last = NF; header = 1; next }
-        $1 == chapter && at[column] {
-            value = $at[column]
-            for (i = at[column] + 1; at[column] == last && i <= NF; i++) value = value " " $i
-            print value
-            found = 1
-        }
-        END { exit !found }' "$BATS_TEST_DIRNAME/expectations.txt" ||
-        fail "tests/expectations.txt has no '$1' for $CHAPTER"
+    row_value "$CHAPTER" "$1" || fail "tests/expectations.txt has no '$1' for $CHAPTER"
 }
 
 # tcp, unix, udp or unixgram: how this row's clients reach its server.

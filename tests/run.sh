@@ -7,8 +7,9 @@
 # non-zero if any test failed.
 #
 # Which files run depends on the row's transport: a stream row (tcp, unix)
-# runs the stream contract, protocol.bats, cli.bats and concurrency.bats; a
-# datagram row (udp, unixgram) runs datagram.bats. A chapter's own file
+# runs the stream contract, protocol.bats, cli.bats and concurrency.bats, a
+# tcp row also strace.bats (the traced session speaks TCP); a datagram row
+# (udp, unixgram) runs datagram.bats. A chapter's own file
 # (tests/socketserver.bats for 07), when it exists, runs once: with the row
 # named after the chapter alone (07-socketserver-clone, not +forking).
 # Files about the course as a whole (the chapters' shared files, the test
@@ -17,8 +18,10 @@
 # each with the rows it applies to.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/rows.sh
 
 STREAM_FILES=(tests/cli.bats tests/concurrency.bats tests/protocol.bats)
+TCP_FILES=(tests/strace.bats)
 DATAGRAM_FILES=(tests/datagram.bats)
 ONCE_FILES=(tests/shape.bats tests/tools.bats)
 # Files that test one chapter beyond the shared contract: chapter -> file.
@@ -32,7 +35,7 @@ else
 fi
 chapters=()
 for dir in "${dirs[@]}"; do
-    mapfile -t -O "${#chapters[@]}" chapters < <(awk -v d="$dir" '$1 == d || index($1, d "+") == 1 { print $1 }' tests/expectations.txt)
+    mapfile -t -O "${#chapters[@]}" chapters < <(rows_of "$dir")
     [[ ${chapters[-1]:-} == "$dir"* ]] || { echo "tests/expectations.txt has no row for $dir" >&2; exit 2; }
 done
 
@@ -49,10 +52,10 @@ wanted() {
 # set_files ROW: FILES = the files ROW runs, as the top of this file says.
 set_files() {
     local transport dir=${1%%+*} all file
-    transport=$(awk -v row="$1" '!/^#/ && NF && !header { for (i = 1; i <= NF; i++) at[$i] = i; header = 1; next }
-                                 $1 == row { print $at["transport"] }' tests/expectations.txt)
+    transport=$(row_value "$1" transport)
     case $transport in
-    tcp | unix) all=("${STREAM_FILES[@]}") ;;
+    tcp) all=("${STREAM_FILES[@]}" "${TCP_FILES[@]}") ;;
+    unix) all=("${STREAM_FILES[@]}") ;;
     udp | unixgram) all=("${DATAGRAM_FILES[@]}") ;;
     *) echo "tests/expectations.txt: $1 has no known transport ('$transport')" >&2; exit 2 ;;
     esac

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# scripts/strace-session.sh [-s] ROW [SERVER-ARGS...]: one client's session
+# with a chapter's server, whole, as strace saw it: `make strace-N`.
+#
+# ROW is a chapter (04 or 04-thread-per-conn) or a chapter in one of its modes,
+# named as in tests/expectations.txt (06-epoll+et); the server runs with that
+# row's arguments, or with SERVER-ARGS when given (make strace-6 MODE=-e).
+#
+# The scenario (SCENARIO=echo, the default), always the same:
+#   1. the server starts under `strace -f` (every thread and child traced);
+#   2. a warm-up client connects, sends "one" and "quit", and leaves; its
+#      session carries the first-time costs (the first thread's malloc
+#      arena, for one), which are in the raw trace but not in the session;
+#   3. the session: the chapter's own client connects, reads the greeting,
+#      sends "one", "two" and "three", each after the reply to the last,
+#      then "quit", reads "bye" and closes;
+#   4. SIGTERM, and how the server stops.
+# Before and after the session, the script waits until the server is back
+# to waiting (one task, no child process, no socket but its listeners), then
+# sends it SIGWINCH: a signal a program ignores unless it asks for it, which
+# strace still shows (a traced process hears every signal), and which only
+# makes the call the server waits in start again. The two SIGWINCH lines
+# are the session's bounds in the trace.
+#
+# SCENARIO=flood: the session's client is `scripts/probe -f 1`, which sends
+# 1 MiB of lines and never reads a reply, then leaves (chapter 03's lesson).
+#
+# Writes out/strace/NAME.trace (strace's own output), out/strace/NAME.session
+# and out/strace/NAME.stop (made comparable by scripts/strace-session.awk),
+# where NAME is the row (ROW.flood for the flood); then prints the session
+# and the stop (-s: prints nothing, for scripts/strace-compare.sh and the
+# tests). STRACE_OUT=DIR writes them to DIR instead of out/strace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/common.sh
+quiet=
+if [[ ${1:-} == -s ]]; then quiet=1; shift; fi
+(($# > 0)) || { echo "usage: scripts/strace-session.sh [-s] ROW [SERVER-ARGS...]" >&2; exit 2; }
+row=$(resolve_row "$1")
+shift
+dir=${row%%+*}
+if (($# > 0)); then
+    args=("$@")
+    row=$(row_named "$dir" "$@")
+else
+    read -ra args <<<"$(row_args "$row")"
+fi
+transport=$(row_value "$row" transport || echo tcp) # a row of its own args is TCP
+[[ $transport == tcp ]] ||
+    { echo "strace-session.sh: $row is served over $transport; this scenario speaks TCP" >&2; exit 2; }
+scenario=${SCENARIO:-echo}
+[[ $scenario == echo || $scenario == flood ]] || { echo "strace-session.sh: SCENARIO is echo or flood" >&2; exit 2; }
+[[ $scenario == echo ]] || row+=".$scenario"
+[[ -x $dir/server ]] || { echo "strace-session.sh: build $dir first (make -C $dir)" >&2; exit 1; }
+out=${STRACE_OUT:-out/strace}
+mkdir -p "$out"
+trace=$out/$row.trace
+
+# settled: the server is waiting again: no thread but those it started with,
+# no child process (not even a zombie), and no socket but its listeners.
+settled() {
+    local sockets
+    [[ $(awk '/^Threads:/ { print $2 }' "/proc/$server/status") == "$threads" ]] || return 1
+    [[ -z $(ps -o pid= --ppid "$server") ]] || return 1
+    sockets=$(find "/proc/$server/fd" -lname 'socket:*' 2>/dev/null | wc -l)
+    ((sockets == listeners))
+}
+
+# mark N: once the server has settled, a SIGWINCH, the trace's Nth; returns
+# when the trace shows it, so that nothing the script does next comes before.
+mark() {
+    for _ in {1..500}; do settled && break; sleep 0.02; done
+    settled || { echo "strace-session.sh: $row did not go back to waiting within 10 s" >&2; exit 1; }
+    kill -WINCH "$server"
+    for _ in {1..500}; do (($(grep -c -- '--- SIGWINCH' "$trace") == $1)) && return; sleep 0.02; done
+    echo "strace-session.sh: the trace of $row does not show marker $1" >&2
+    exit 1
+}
+
+# flood: probe sends until the server stops taking its lines, says "sent",
+# and holds the connection until its stdin (a pipe held here) closes.
+flood() {
+    local keep
+    mkfifo "$tmp/flood.in"
+    timeout 20 scripts/probe -p "$port" -f 16 -t 10 <"$tmp/flood.in" >"$tmp/flood.out" &
+    exec {keep}>"$tmp/flood.in"
+    wait_for "$tmp/flood.out" '^sent' || { echo "strace-session.sh: the flood did not end" >&2; exit 1; }
+    exec {keep}>&-
+    wait $!
+}
+
+session() {
+    local client=(timeout 10 "$dir/client" -p "$port")
+    case $1 in
+    warm-up) printf 'one\nquit\n' | "${client[@]}" >/dev/null ;;
+    echo) printf 'one\ntwo\nthree\nquit\n' | "${client[@]}" >/dev/null ;;
+    flood) flood ;;
+    esac
+}
+
+# show SESSION: print it; a long one (the flood) folded to its first lines,
+# the first call answered EAGAIN with what surrounds it, and its last lines.
+show() {
+    awk 'NR == FNR { n++; if (!eagain && / = -1 EAGAIN/) eagain = FNR; next }
+         n <= 60 || FNR <= 12 || FNR > n - 8 || (eagain && FNR >= eagain - 4 && FNR <= eagain + 4) {
+             if (FNR > shown + 1) printf "          ... %d lines ...\n", FNR - shown - 1
+             print; shown = FNR }' "$1" "$1"
+}
+
+# As many free ports as the row has listeners (02 listens on three).
+ports=()
+for ((i = 0; i < $(row_value "$dir" listeners); i++)); do ports+=(-p 0); done
+launch strace -f -qq -s 80 -o "$trace" "$dir/server" "${ports[@]}" -q "${args[@]}"
+server=$(ps -o pid= --ppid "$pid" | tr -d ' ') # strace started the server as its child
+launched+=("$server")
+threads=$(awk '/^Threads:/ { print $2 }' "/proc/$server/status") # 2 under ThreadSanitizer
+listeners=$(grep -c '^listening' "$tmp/ready")
+session warm-up
+mark 1
+session "$scenario"
+mark 2
+stop "$server"
+wait "$pid" || true
+
+awk -v part=session -f scripts/strace-session.awk "$trace" >"$out/$row.session"
+awk -v part=stop -f scripts/strace-session.awk "$trace" >"$out/$row.stop"
+[[ -z $quiet ]] || exit 0
+
+echo "One session of $row, as strace -f saw it ($scenario scenario: scripts/strace-session.sh says what it is):"
+echo "(pids are roles, ports PORT, pointers ADDR; the raw trace is $trace)"
+echo
+show "$out/$row.session"
+echo
+echo "How it stopped, from the SIGTERM to the exit:"
+cat "$out/$row.stop"

@@ -1,0 +1,158 @@
+#!/usr/bin/env bats
+# What `make strace-N` shows, checked: one client's session with this row's
+# server, traced by scripts/strace-session.sh (the tool the lessons name),
+# holds the whole session in the task that serves it (the row's served_by),
+# the wait the stage is about (its waits_in), what a client that never
+# reads does to the loop (its flood), and it is what the lesson quotes.
+# TCP rows only (the scenario speaks TCP). Not on sanitizer builds: the
+# sanitizers make calls of their own (and ThreadSanitizer a thread).
+
+load helpers
+
+setup_file() {
+    built_with_sanitizer && return 0
+    STRACE_OUT=$BATS_FILE_TMPDIR "$ROOT/scripts/strace-session.sh" -s "$CHAPTER"
+}
+
+setup() {
+    ! built_with_sanitizer || skip "a sanitizer build makes system calls of its own"
+    SESSION=$BATS_FILE_TMPDIR/$CHAPTER.session
+}
+
+# The task that serves the client, as the session names it.
+serving_task() {
+    case $(expect served_by) in
+    one) echo main ;;
+    thread) echo "thread 1" ;;
+    process) echo "child 1" ;;
+    esac
+}
+
+# calls_of TASK [SESSION]: the calls TASK made, without the task column.
+calls_of() {
+    awk -v task="$1" 'substr($0, 1, 10) ~ "^" task " *$" { print substr($0, 11) }' "${2:-$SESSION}"
+}
+
+@test "strace: the whole session, from accept to close, in the task that serves it" {
+    local task
+    task=$(serving_task)
+    run calls_of main
+    assert_line --regexp '^accept4?\(.*\) = [0-9]+$'
+    run calls_of "$task"
+    assert_line --regexp "^sendto\([0-9]+, \"hello chapter=$CHAPTER_DIR pid=<[a-z0-9 ]+> tid=<$task> "
+    assert_line --regexp '^(recvfrom|read)\([0-9]+, "one\\n", '
+    assert_line --regexp '^sendto\([0-9]+, "two\\n", '
+    assert_line --regexp '^sendto\([0-9]+, "three\\n", '
+    assert_line --regexp '^sendto\([0-9]+, "bye\\n", '
+    assert_line --regexp '^shutdown\([0-9]+, SHUT_WR\)'
+    assert_line --regexp '^close\([0-9]+\) = 0$'
+    # Nobody else served it: no thread where the row says one task or a
+    # process each, no child process where it says a thread each.
+    case $(expect served_by) in
+    one) refute grep -E '^(thread|child) ' "$SESSION" ;;
+    thread) refute grep -E '^child ' "$SESSION" ;;
+    process) refute grep -E '^thread ' "$SESSION" ;;
+    esac
+}
+
+# waits_before_reads WAIT: every read of a line is announced by a WAIT call
+# since the previous one (the loop learns who is ready, then reads).
+waits_before_reads() {
+    calls_of main | awk -v wait="$1" '
+        $0 ~ "^(" wait ")\\(" { ready = 1 }
+        /^recvfrom\([0-9]+, "[^"]/ { if (!ready) { print "read without a wait first: " $0; bad = 1 } ready = 0 }
+        END { exit bad }'
+}
+
+# between FROM TO: the session's lines from the first one holding FROM to
+# the next one holding TO (fixed strings).
+between() {
+    awk -v from="$1" -v to="$2" 'index($0, from) { on = 1 } on { print } on && index($0, to) { exit }' "$SESSION"
+}
+
+@test "strace: the session shows the stage's wait (waits_in)" {
+    run calls_of main
+    case $(expect waits_in) in
+    accept)
+        # Blocks in accept; no select, poll or epoll in the main task but
+        # the lingering close's poll on the client's own socket.
+        assert_line --index 0 --regexp '^accept\('
+        refute_line --regexp '^(pselect6|select|epoll_wait)\('
+        refute_line --regexp '^poll\(\[\{fd=3, '
+        assert_line --regexp '^accept\(3, .* = \? \(still waiting\)$'
+        ;;
+    select)
+        assert_line --index 0 --regexp '^pselect6\(.* = 1 \(in \[3\]\)$'
+        run waits_before_reads pselect6
+        assert_success
+        ;;
+    epoll | epoll-et)
+        assert_line --index 0 --regexp '^epoll_wait\('
+        run waits_before_reads epoll_wait
+        assert_success
+        # Interest is set once, when the client arrives: no epoll_ctl per
+        # message, from the first echo to the last.
+        run between '"one\\n"' '"three\\n"'
+        assert_success
+        refute_output --partial epoll_ctl
+        ;;
+    poll)
+        # serve_forever polls the listener and its wake-up pipe; the poll the
+        # session's first marker interrupted resumes as restart_syscall.
+        assert_line --index 0 --regexp '^(poll\(\[\{fd=[0-9]+, events=POLLIN\}, |restart_syscall\(<\.\.\. resuming interrupted poll)'
+        assert_line --index 1 --regexp '^accept4\('
+        ;;
+    *) fail "unknown waits_in in tests/expectations.txt: $(expect waits_in)" ;;
+    esac
+}
+
+@test "strace: edge-triggered, each wake-up's reads end in one EAGAIN" {
+    [[ $(expect waits_in) == epoll-et ]] || skip "level-triggered or no epoll: one read per wake-up is enough"
+    # Per epoll_wait that brought a line: the reads that follow it, up to
+    # the next wait, end in exactly one recvfrom answered EAGAIN.
+    run awk '
+        /^main +epoll_wait/ { if (lines && eagain != 1) bad = 1; lines = eagain = 0; wakeups++ }
+        /^main +recvfrom\([0-9]+, "[^"]/ { lines++ }
+        /^main +recvfrom.* = -1 EAGAIN/ { eagain++ }
+        END { if (lines && eagain != 1) bad = 1; print wakeups, bad + 0 }' "$SESSION"
+    assert_output --regexp '^[6-9] 0$'
+    run grep -c 'recvfrom.* = -1 EAGAIN' "$SESSION"
+    assert_output 4 # after one, two, three and quit
+}
+
+@test "strace: a client that never reads: the loop's send gets EAGAIN and serving goes on, or the send blocks" {
+    [[ $(expect served_by) == one && $(expect flood) != - ]] ||
+        skip "a thread or process each (or one client at a time): a blocked send holds only its own task"
+    SCENARIO=flood STRACE_OUT=$BATS_TEST_TMPDIR "$ROOT/scripts/strace-session.sh" -s "$CHAPTER"
+    local flood=$BATS_TEST_TMPDIR/$CHAPTER.flood.session
+    if [[ $(expect flood) == serves ]]; then
+        # The socket's buffer is full: the kernel answers EAGAIN instead of
+        # blocking, the rest stays queued, and the loop waits again.
+        run grep -m1 -A2 'sendto.* = -1 EAGAIN' "$flood"
+        assert_line --regexp '^main +(pselect6|epoll_wait)\('
+    else
+        # A blocking send: no EAGAIN ever; the send that filled the buffer
+        # returns only when the client leaves (reset), and the loop with it.
+        refute grep 'sendto.* = -1 EAGAIN' "$flood"
+        run calls_of main "$flood"
+        assert_line --regexp '^sendto\(.* = -1 (ECONNRESET|EPIPE) '
+    fi
+}
+
+# by_task SESSION: its lines grouped by task (each task's order kept),
+# every number an N, and left out: waits that timed out and reaping that
+# found nobody (07 wakes every poll_interval: how many times a session
+# sees that depends on the clock, not on the client).
+by_task() {
+    grep -vE '(poll|restart_syscall|epoll_wait|pselect6)\(.* = 0( |$)|wait4\(.* = 0$' "$1" |
+        sed 's/[0-9][0-9]*/N/g' | awk '{ print substr($0, 1, 10) "\t" NR "\t" $0 }' |
+        sort -t "$(printf '\t')" -k1,1 -k2,2n | cut -f3-
+}
+
+@test "strace: the lesson quotes this session, as the tool prints it" {
+    local readme=$ROOT/$CHAPTER_DIR/README.md
+    sed -n "/^<!-- session $CHAPTER -->\$/,/^<!-- \/session -->\$/p" "$readme" | grep -v '^<!--\|^```' >"$BATS_TEST_TMPDIR/quoted"
+    [[ -s $BATS_TEST_TMPDIR/quoted ]] || fail "$CHAPTER_DIR/README.md has no <!-- session $CHAPTER --> block"
+    run diff <(by_task "$BATS_TEST_TMPDIR/quoted") <(by_task "$SESSION")
+    assert_success
+}
