@@ -36,7 +36,7 @@ test-%: tools test-deps
 	@tests/run.sh $(call chapter_dir,$*)
 
 test-deps:
-	@scripts/ensure-deps.sh bats bats-support bats-assert python3
+	@scripts/ensure-deps.sh bats bats-support bats-assert python3 strace
 
 strace-%: tools
 	@scripts/ensure-deps.sh strace

@@ -18,9 +18,11 @@
 #     <main> or <thread 1>; any other pid becomes PID;
 #   - ports become PORT, pointers ADDR, the user id UID, CPU times T;
 #   - strace's padding before " = " is squeezed to one space;
-#   - the call the end marker interrupted (where the server waits for what
-#     comes next) ends in "= ? (still waiting)" instead of strace's
-#     ERESTART or EINTR, which the marker caused, not the client.
+#   - the markers' own traces are left out: the call the end marker
+#     interrupted (where the server waits for what comes next) ends in
+#     "= ? (still waiting)" instead of strace's ERESTART or EINTR; a poll()
+#     the first marker interrupted, which the kernel resumes as
+#     restart_syscall(), is shown as the poll() it is.
 
 # The text of a line after strace's pid column.
 function text_of(line) {
@@ -100,11 +102,20 @@ function note_new_task(text,    pid) {
     } else if (text ~ /^--- SIGWINCH /) {
         markers++
         marker[markers] = n + 1 # the first line after the marker
-        # The end marker interrupts the call the server was waiting in.
-        if (markers == 2 && slot[last[pid]] ~ /= (\? ERESTART|-1 EINTR)/)
-            unfinished[last[pid]] = 1
+        # The markers interrupt the call the server was waiting in.
+        if (slot[last[pid]] ~ /= (\? ERESTART|-1 EINTR)/) {
+            if (markers == 1)
+                interrupted[pid] = slot[last[pid]]
+            else
+                unfinished[last[pid]] = 1
+        }
     } else {
         i = store(pid, text)
+        # The kernel resumes a poll() the first marker interrupted.
+        if (markers == 1 && interrupted[pid] != "" && text ~ /^restart_syscall\(/)
+            resumed[i] = interrupted[pid]
+        if (markers == 1)
+            delete interrupted[pid]
         if (text !~ /^---/)
             last[pid] = i
         if (text ~ /^--- SIGTERM / && stop_at == "")
@@ -129,6 +140,12 @@ END {
         text = slot[i]
         if (unfinished[i])
             sub(/ = .*$/, " = ? (still waiting)", text)
+        if (i in resumed) {
+            result = text
+            sub(/^.* = /, " = ", result)
+            text = resumed[i]
+            sub(/ = .*$/, result, text)
+        }
         note_new_task(text)
         who = (owner[i] in role) ? role[owner[i]] : "task ?"
         printf "%-9s %s\n", who, placeholders(text)

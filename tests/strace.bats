@@ -46,12 +46,22 @@ calls_of() {
     assert_line --regexp '^sendto\([0-9]+, "bye\\n", '
     assert_line --regexp '^shutdown\([0-9]+, SHUT_WR\)'
     assert_line --regexp '^close\([0-9]+\) = 0$'
-    # Nobody else served it: no thread where the row says one task or a
-    # process each, no child process where it says a thread each.
+    # Who made the serving task, and nobody else served: no new task for one
+    # task; for a thread each, clone3 with CLONE_THREAD; for a process each,
+    # a clone without it (fork), and the parent reaps the child.
+    run calls_of main
     case $(expect served_by) in
     one) refute grep -E '^(thread|child) ' "$SESSION" ;;
-    thread) refute grep -E '^child ' "$SESSION" ;;
-    process) refute grep -E '^thread ' "$SESSION" ;;
+    thread)
+        assert_line --regexp '^clone3\(\{flags=[A-Z_|]*CLONE_THREAD.* = <thread 1>$'
+        refute grep -E '^child ' "$SESSION"
+        ;;
+    process)
+        assert_line --regexp '^clone\(.* = <child 1>$'
+        refute_line --regexp '^clone.*CLONE_THREAD'
+        assert_line --regexp '^wait4\(.* = <child 1>$'
+        refute grep -E '^thread ' "$SESSION"
+        ;;
     esac
 }
 
@@ -62,6 +72,18 @@ waits_before_reads() {
         $0 ~ "^(" wait ")\\(" { ready = 1 }
         /^recvfrom\([0-9]+, "[^"]/ { if (!ready) { print "read without a wait first: " $0; bad = 1 } ready = 0 }
         END { exit bad }'
+}
+
+# eagain_per_wakeup: how the session's wake-ups (epoll_wait) that brought
+# a line ended: with the reads that followed closed by exactly one recvfrom
+# answered EAGAIN (edge-triggered: read until the socket is empty), or not.
+eagain_per_wakeup() {
+    calls_of main | awk '
+        function tally() { if (lines) { if (eagain == 1) ended++; else other++ } lines = eagain = 0 }
+        /^epoll_wait\(/ { tally(); wakeups++ }
+        /^recvfrom\([0-9]+, "[^"]/ { lines++ }
+        /^recvfrom.* = -1 EAGAIN/ { eagain++ }
+        END { tally(); printf "wake-ups %d, reads that ended in one EAGAIN %d, other endings %d\n", wakeups, ended, other }'
 }
 
 # between FROM TO: the session's lines from the first one holding FROM to
@@ -95,46 +117,38 @@ between() {
         run between '"one\\n"' '"three\\n"'
         assert_success
         refute_output --partial epoll_ctl
+        run eagain_per_wakeup
+        if [[ $(expect waits_in) == epoll-et ]]; then
+            assert_output 'wake-ups 7, reads that ended in one EAGAIN 4, other endings 0'
+        else # level-triggered: one read per wake-up is enough
+            assert_output 'wake-ups 7, reads that ended in one EAGAIN 0, other endings 4'
+        fi
         ;;
     poll)
-        # serve_forever polls the listener and its wake-up pipe; the poll the
-        # session's first marker interrupted resumes as restart_syscall.
-        assert_line --index 0 --regexp '^(poll\(\[\{fd=[0-9]+, events=POLLIN\}, |restart_syscall\(<\.\.\. resuming interrupted poll)'
+        # serve_forever polls the listener and its wake-up pipe, then accepts.
+        assert_line --index 0 --regexp '^poll\(\[\{fd=[0-9]+, events=POLLIN\}, '
         assert_line --index 1 --regexp '^accept4\('
         ;;
     *) fail "unknown waits_in in tests/expectations.txt: $(expect waits_in)" ;;
     esac
 }
 
-@test "strace: edge-triggered, each wake-up's reads end in one EAGAIN" {
-    [[ $(expect waits_in) == epoll-et ]] || skip "level-triggered or no epoll: one read per wake-up is enough"
-    # Per epoll_wait that brought a line: the reads that follow it, up to
-    # the next wait, end in exactly one recvfrom answered EAGAIN.
-    run awk '
-        /^main +epoll_wait/ { if (lines && eagain != 1) bad = 1; lines = eagain = 0; wakeups++ }
-        /^main +recvfrom\([0-9]+, "[^"]/ { lines++ }
-        /^main +recvfrom.* = -1 EAGAIN/ { eagain++ }
-        END { if (lines && eagain != 1) bad = 1; print wakeups, bad + 0 }' "$SESSION"
-    assert_output --regexp '^[6-9] 0$'
-    run grep -c 'recvfrom.* = -1 EAGAIN' "$SESSION"
-    assert_output 4 # after one, two, three and quit
-}
-
-@test "strace: a client that never reads: the loop's send gets EAGAIN and serving goes on, or the send blocks" {
-    [[ $(expect served_by) == one && $(expect flood) != - ]] ||
-        skip "a thread or process each (or one client at a time): a blocked send holds only its own task"
+@test "strace: a client that never reads: a loop's send gets EAGAIN and it serves on; a blocking send waits" {
+    [[ $(expect flood) != - ]] || skip "one client at a time: nobody else is there to stall"
     SCENARIO=flood STRACE_OUT=$BATS_TEST_TMPDIR "$ROOT/scripts/strace-session.sh" -s "$CHAPTER"
-    local flood=$BATS_TEST_TMPDIR/$CHAPTER.flood.session
-    if [[ $(expect flood) == serves ]]; then
+    local flood=$BATS_TEST_TMPDIR/$CHAPTER.flood.session task
+    task=$(serving_task)
+    if [[ $(expect served_by) == one && $(expect flood) == serves ]]; then
         # The socket's buffer is full: the kernel answers EAGAIN instead of
         # blocking, the rest stays queued, and the loop waits again.
         run grep -m1 -A2 'sendto.* = -1 EAGAIN' "$flood"
         assert_line --regexp '^main +(pselect6|epoll_wait)\('
     else
         # A blocking send: no EAGAIN ever; the send that filled the buffer
-        # returns only when the client leaves (reset), and the loop with it.
+        # returns only when the client leaves (reset). In 02 the loop waits
+        # with it; with a thread or a process each, only that task does.
         refute grep 'sendto.* = -1 EAGAIN' "$flood"
-        run calls_of main "$flood"
+        run calls_of "$task" "$flood"
         assert_line --regexp '^sendto\(.* = -1 (ECONNRESET|EPIPE) '
     fi
 }
