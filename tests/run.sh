@@ -13,7 +13,8 @@
 # (tests/socketserver.bats for 07), when it exists, runs once: with the row
 # named after the chapter alone (07-socketserver-clone, not +forking).
 # Files about the course as a whole (the chapters' shared files, the test
-# tools) run once, after the rows, when no chapter is named.
+# tools, the lessons' commands) run once, after the rows, when no chapter is
+# named.
 # SUITE_FILES="tests/protocol.bats tests/cli.bats" runs only those files,
 # each with the rows it applies to.
 set -euo pipefail
@@ -23,7 +24,7 @@ source scripts/rows.sh
 STREAM_FILES=(tests/cli.bats tests/concurrency.bats tests/protocol.bats)
 TCP_FILES=(tests/strace.bats)
 DATAGRAM_FILES=(tests/datagram.bats)
-ONCE_FILES=(tests/shape.bats tests/tools.bats)
+ONCE_FILES=(tests/shape.bats tests/tools.bats tests/lessons.bats)
 # Files that test one chapter beyond the shared contract: chapter -> file.
 declare -A OWN_FILE=([07-socketserver-clone]=tests/socketserver.bats)
 
