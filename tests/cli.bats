@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# The command lines of DESIGN.md: ready lines, logs, signals, exit codes.
+# The command lines of the course map (README.md): ready lines, logs, signals, exit codes.
 # Stream rows only (TCP or a Unix stream socket); tests/datagram.bats checks
 # the command lines of datagram rows.
 

@@ -2,7 +2,7 @@
 # The datagram contract (07-socketserver-clone --udp, over UDP or a Unix
 # datagram socket), driven through the chapter's own client: each line goes
 # out as one datagram, each reply comes back as one. The protocol of
-# DESIGN.md, less what needs a connection: no greeting, nothing closes
+# the course map (README.md), less what needs a connection: no greeting, nothing closes
 # (quit only says bye), no connection cap. Then the command line: ready
 # line, signals, bad arguments. Datagram rows only; stream rows run
 # protocol.bats, cli.bats and concurrency.bats instead.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bats
-# The wire protocol of DESIGN.md: the same contract for every chapter,
+# The wire protocol of the course map (README.md): the same contract for every chapter,
 # driven through the chapter's own client, and through scripts/probe where a
 # test needs control over the bytes and segments on the wire. Stream rows
 # only (TCP or a Unix stream socket); datagrams have tests/datagram.bats.
