@@ -17,10 +17,22 @@ stop_launched() {
 }
 trap stop_launched EXIT
 
-# wait_for FILE REGEX: until FILE has a line matching REGEX (at most 10 s).
-wait_for() {
-    for _ in {1..500}; do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.02; done
+# poll_until COMMAND...: until COMMAND succeeds, checked every 20 ms; fails
+# after 10 s.
+poll_until() {
+    for _ in {1..500}; do "$@" && return 0; sleep 0.02; done
     return 1
+}
+
+# has_lines FILE REGEX COUNT: FILE has at least COUNT lines matching REGEX.
+has_lines() {
+    (($(grep -c -- "$2" "$1" 2>/dev/null || true) >= $3))
+}
+
+# wait_for FILE REGEX [COUNT]: until FILE has COUNT lines (default 1)
+# matching REGEX, at most 10 s.
+wait_for() {
+    poll_until has_lines "$1" "$2" "${3:-1}"
 }
 
 # only_stdio COMMAND...: run COMMAND with stdin, stdout and stderr and no

@@ -6,8 +6,11 @@
 # a client receives is printed with the time it arrived, so the timeline
 # shows how this stage serves them: one after another, all at once, or
 # greeted at once but their slow work queued. Then the scenes that matter
-# for this stage (a client that never reads; zombies), and the chapter's own
-# notes (its README's "What to notice" block). Finishes by itself.
+# for this stage (02: a client on each of three ports, first; a client that
+# never reads; 05: zombies; 06: level- against edge-triggered under strace,
+# then a busy client's round trip beside up to 2,000 idle ones, on 03 and
+# on 06; 07: the mix-ins), and the chapter's own notes (its README's "What
+# to notice" block). Finishes by itself, in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 chapter=${1:?usage: scripts/demo.sh CHAPTER-DIRECTORY}
@@ -17,11 +20,20 @@ source scripts/common.sh
 if [[ -t 1 ]]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
 say() { printf '\n%s%s%s\n' "$bold" "$*" "$plain"; }
 
-# start_server ARGS...: the chapter's server on a free port; sets pid, port.
+# 02 is "one select() over several ports": its demo gives it three.
+listen=(-p 0)
+[[ $chapter != 02-* ]] || listen=(-p 0 -p 0 -p 0)
+
+# start_server ARGS...: the chapter's server on free ports (one per -p 0 in
+# listen); sets pid, port (the first) and ports (all, comma-separated).
+# launch waits for the first ready line only, so the others are awaited here.
 start_server() {
-    echo "\$ $server -p 0 -q $*"
-    launch "$server" -p 0 -q "$@"
+    echo "\$ $server ${listen[*]} -q $*"
+    launch "$server" "${listen[@]}" -q "$@"
+    wait_for "$tmp/ready" '^listening' $((${#listen[@]} / 2)) ||
+        { echo "$server: fewer ready lines than listeners" >&2; return 1; }
     cat "$tmp/ready"
+    ports=$(sed -n 's/^listening on .*://p' "$tmp/ready" | paste -sd, -)
 }
 
 # since START: seconds elapsed since START (an $EPOCHREALTIME).
@@ -73,18 +85,157 @@ flood_scene() {
     exec {keep}>&-
 }
 
+# zombies N: the server has N zombie children (ended, not reaped).
+zombies() {
+    # shellcheck disable=SC2009 # pgrep cannot select by process state
+    (($(ps -o stat= --ppid "$pid" | grep -c Z) == $1))
+}
+
 zombie_scene() {
     say "== without reaping (-z), every child that ended stays a zombie =="
     start_server -z
     for _ in 1 2 3; do printf 'quit\n' | timeout 5 "$client" -p "$port" >/dev/null; done
-    for _ in {1..100}; do # until the three children have exited
-        # shellcheck disable=SC2009 # pgrep cannot select by process state
-        (($(ps -o stat= --ppid "$pid" | grep -c Z) == 3)) && break
-        sleep 0.02
-    done
+    poll_until zombies 3 || true # ps below shows what there is
     echo "\$ ps -o pid,ppid,stat,cmd --ppid $pid"
     ps -o pid,ppid,stat,cmd --ppid "$pid"
     echo "(stat Z: dead, but kept until the parent calls waitpid(); without -z the parent does)"
+}
+
+# 02: one select() watches three listening sockets. One client on each
+# port, all connected at once: the greetings carry the same pid and tid and
+# end in three different ports.
+multiport_scene() {
+    say "== one select() over three listening ports: a client on each, at the same moment =="
+    echo "\$ scripts/probe -p $ports -c 3      (one connection per port; their first lines:)"
+    timeout 10 scripts/probe -p "$ports" -c 3 -t 2 </dev/null | sed 's/^/    /'
+    echo "(one process, one thread, three ports: the listeners are just more descriptors in the same select())"
+}
+
+# 06: the echo of "two", level-triggered (the default) and edge-triggered
+# (-e), as strace sees it (scripts/strace-session.sh). An edge is reported
+# once, so the ET server reads until recv() says EAGAIN: one more call per
+# wake-up. Needs strace, which needs no root to trace its own child.
+trigger_scene() {
+    say "== level- against edge-triggered: the same echo, as strace sees it =="
+    if ! command -v strace >/dev/null; then
+        echo "(strace is not installed: 'make strace-6' installs it, or 'sudo apt-get install strace'; scene skipped)"
+        return
+    fi
+    local row session
+    for row in 06-epoll 06-epoll+et; do
+        session=$tmp/strace/$row.session
+        if ! STRACE_OUT=$tmp/strace scripts/strace-session.sh -s "$row" 2>"$tmp/strace.err"; then
+            echo "(strace could not trace the server here: $(tail -1 "$tmp/strace.err"); scene skipped)"
+            return
+        fi
+        echo "\$ scripts/strace-session.sh $row      (the echo of \"two\":)"
+        awk '/recvfrom\(.*"two\\n"/ { print prev; on = 1 } on { print } on && /sendto\(.*"two\\n"/ { exit }
+             { prev = $0 }' "$session" | sed 's/^/    /'
+        echo "  the whole session: $(grep -c . "$session") system calls, $(grep -c 'recvfrom(.* = -1 EAGAIN' "$session" || true) of them a recvfrom() answered EAGAIN"
+    done
+    echo "(ET reports new bytes once: the server must read until EAGAIN, or it may never hear of the rest."
+    echo " LT reports the socket again while bytes remain, so one recvfrom() per wake-up is enough.)"
+}
+
+# fit_idle WANTED: raise the soft limit on descriptors (ulimit -n) so that a
+# server and the load generator can each hold WANTED clients and some to
+# spare; if the hard limit is too low for that, fewer. Sets idle.
+fit_idle() {
+    local hard soft need=$(($1 + 100))
+    hard=$(ulimit -Hn) soft=$(ulimit -Sn)
+    idle=$1
+    if [[ $hard != unlimited ]] && ((hard < need)); then
+        need=$hard idle=$((hard - 100))
+        echo "(the hard limit on descriptors, ulimit -Hn, is $hard: $idle idle clients instead of $1)"
+    fi
+    if [[ $soft != unlimited ]] && ((soft < need)); then
+        ulimit -Sn "$need"
+        echo "(ulimit -n raised from $soft to $need for the servers: each client is a descriptor in each)"
+    fi
+}
+
+# no_clients PID: server PID holds no connection, only its listening socket,
+# so the next measure starts from the same descriptors.
+no_clients() {
+    (($(find "/proc/$1/fd" -lname 'socket:*' 2>/dev/null | wc -l) == 1))
+}
+
+# round_trip PORT IDLE: one busy client's median round trip in us while IDLE
+# other clients sit connected (scripts/loadgen greets them all first, then
+# the busy one sends 2,000 lines, each after the last one's echo); or
+# "N refused" when the server turned N of them away.
+round_trip() {
+    local csv failed p50
+    csv=$(timeout 30 scripts/loadgen -p "$1" -c 1 -n 2000 -i "$2" -t 20 -C 2>"$tmp/loadgen.err") || true
+    IFS=, read -r _ _ _ _ _ _ _ _ failed _ _ p50 _ <<<"$csv"
+    if [[ $failed == 0 ]]; then echo "$p50 us"; else echo "${failed:-?} of $(($2 + 1)) refused"; fi
+}
+
+# ratio A B: A / B as "13.4x" when both are round trips ("214 us"), else "-".
+ratio() {
+    if [[ $1 == *" us" && $2 == *" us" ]]; then
+        awk -v a="${1% us}" -v b="${2% us}" 'BEGIN { printf "%.1fx", a / (b > 0 ? b : 1) }'
+    else
+        echo -
+    fi
+}
+
+# table_row IDLE 03 06 RATIO: one line of epoll_scene's table, in columns.
+table_row() {
+    printf '    %12s   %-22s %-14s %s\n' "$@"
+}
+
+# race_row IDLE: one row of epoll_scene's table: the busy client's round
+# trip on 03 (sel_port) and on 06 (ep_port) with IDLE idle clients, and
+# how many times slower 03 is; sets ep_result (06's cell). Each run starts
+# once the last one's clients are gone, from the same descriptors.
+race_row() {
+    local a b
+    poll_until no_clients "$sel_pid" || true
+    poll_until no_clients "$ep_pid" || true
+    a=$(round_trip "$sel_port" "$1")
+    [[ $a != *refused ]] || cp "$tmp/loadgen.err" "$tmp/refused" # how 03 turned them away
+    b=$(round_trip "$ep_port" "$1")
+    ep_result=$b
+    table_row "$1" "$a" "$b" "$(ratio "$a" "$b")"
+}
+
+# say_refusals: what 03 told the clients it refused, and why, from its log;
+# with no more clients than FD_SETSIZE allows, that it refused none.
+say_refusals() {
+    if [[ ! -s $tmp/refused ]]; then
+        echo "(03 refused nobody: that many clients fit below descriptor 1024)"
+        return
+    fi
+    echo "03 turned clients away with: $(grep -m1 -o 'greeting was .*' "$tmp/refused")"
+    echo "03's log says why, $(grep -c 'descriptor past FD_SETSIZE' "$tmp/server.log") times: refused a connection: descriptor past FD_SETSIZE"
+}
+
+# 06 against 03: a busy client's round trip with 0, then 1,000, then 2,000
+# idle clients connected. select() scans every descriptor on every turn,
+# epoll_wait() returns only the ready ones; and select() cannot watch a
+# descriptor past 1023 (FD_SETSIZE), so 03 refuses those clients.
+epoll_scene() {
+    say "== where epoll wins: idle clients cost select() on every turn, and it stops at 1024 =="
+    make -s --no-print-directory -C 03-select-rw-split >/dev/null ||
+        { echo "(03-select-rw-split does not build: scene skipped)"; return; }
+    fit_idle 2000
+    launch 03-select-rw-split/server -p 0 -m $((idle * 2)) # not -q: it logs why it refuses
+    sel_port=$port sel_pid=$pid
+    launch 06-epoll/server -p 0
+    ep_port=$port ep_pid=$pid
+    echo "One busy client sends 2,000 lines, each after the last one's echo, while other clients sit idle"
+    echo "(scripts/loadgen -p PORT -c 1 -n 2000 -i IDLE: every client must be greeted first). Median round trip:"
+    echo "(03 runs with -m $((idle * 2)): its cap of 1,000 clients out of the way, only FD_SETSIZE limits it)"
+    table_row "idle clients" "03 (select)" "06 (epoll)" "03 / 06"
+    race_row 0
+    race_row $((idle / 2))
+    race_row "$idle"
+    say_refusals
+    [[ $ep_result != *" us" ]] ||
+        echo "06 greeted all $((idle + 1)) clients, and answered the busy one in $ep_result (median)."
+    stop "$sel_pid"
+    stop "$ep_pid"
 }
 
 # 07: one library, three mix-ins. Each server holds three clients at once;
@@ -127,10 +278,15 @@ shutdown_scene() {
 
 say "== $chapter: the server =="
 start_server
+[[ $chapter != 02-* ]] || multiport_scene
 timeline_scene
 sticky_packets_scene
 [[ $chapter == 01-* ]] || flood_scene
 [[ $chapter != 05-* ]] || zombie_scene
+if [[ $chapter == 06-* ]]; then
+    trigger_scene
+    epoll_scene
+fi
 if [[ $chapter == 07-* ]]; then
     mixins_scene
     twins_scene

@@ -69,12 +69,10 @@ settled() {
 # mark N: once the server has settled, a SIGWINCH, the trace's Nth; returns
 # when the trace shows it, so that nothing the script does next comes before.
 mark() {
-    for _ in {1..500}; do settled && break; sleep 0.02; done
-    settled || { echo "strace-session.sh: $row did not go back to waiting within 10 s" >&2; exit 1; }
+    poll_until settled || { echo "strace-session.sh: $row did not go back to waiting within 10 s" >&2; exit 1; }
     kill -WINCH "$server"
-    for _ in {1..500}; do (($(grep -c -- '--- SIGWINCH' "$trace") == $1)) && return; sleep 0.02; done
-    echo "strace-session.sh: the trace of $row does not show marker $1" >&2
-    exit 1
+    wait_for "$trace" '--- SIGWINCH' "$1" ||
+        { echo "strace-session.sh: the trace of $row does not show marker $1" >&2; exit 1; }
 }
 
 # flood: probe sends until the server stops taking its lines, says "sent",
@@ -108,13 +106,14 @@ show() {
 }
 
 # As many free ports as the row has listeners (02 listens on three).
+listeners=$(row_value "$dir" listeners)
 ports=()
-for ((i = 0; i < $(row_value "$dir" listeners); i++)); do ports+=(-p 0); done
+for ((i = 0; i < listeners; i++)); do ports+=(-p 0); done
 launch strace -f -qq -s 80 -o "$trace" "$dir/server" "${ports[@]}" -q "${args[@]}"
+wait_for "$tmp/ready" '^listening' "$listeners" || { echo "strace-session.sh: $row: too few ready lines" >&2; exit 1; }
 server=$(ps -o pid= --ppid "$pid" | tr -d ' ') # strace started the server as its child
 launched+=("$server")
 threads=$(awk '/^Threads:/ { print $2 }' "/proc/$server/status") # 2 under ThreadSanitizer
-listeners=$(grep -c '^listening' "$tmp/ready")
 session warm-up
 mark 1
 session "$scenario"
