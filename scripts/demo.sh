@@ -296,5 +296,5 @@ fi
 say "== what to notice =="
 sed -n '/<!-- notice -->/,/<!-- \/notice -->/{/<!--/d;p}' "$chapter/README.md"
 echo
-echo "By hand: '$server' in one terminal, '$client' (or 'nc 127.0.0.1 <port>') in others."
+echo "By hand: '$server' in one terminal, '$client' in others (scripts/probe when you need control over the bytes)."
 echo "Next: read $chapter/README.md; 'make test-${chapter:1:1}' runs this chapter's tests."

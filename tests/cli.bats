@@ -56,6 +56,22 @@ stops_with() {
     stops_with INT
 }
 
+@test "SIGPIPE: replies to a client that has gone do not kill the server" {
+    # A client asks for slow work and one more line, and leaves during the
+    # sleep. The first reply reaches a closed socket, whose kernel answers
+    # with a reset; sending the next one raises SIGPIPE, whose default
+    # action ends the process (with a thread per client, the whole server).
+    start_server
+    in_background P "$PROBE" "${TO_SERVER[@]}" -t 10
+    printf 'sleep 300\nafter\n' >&"${SESSION_FD[P]}"
+    release P # probe sends what it read, then reads the replies
+    wait_for "$BATS_TEST_TMPDIR/server.err" 'sleeps 300 ms'
+    kill "${SESSION_PID[P]}"
+    wait_for "$BATS_TEST_TMPDIR/server.err" 'disconnect' 1 5
+    run talk "still here"
+    assert_line --index 1 "still here"
+}
+
 @test "a stderr nobody reads: the server goes on serving, and SIGTERM stops it" {
     # The server's stderr is a pipe whose reader never reads: it is full
     # after 64 KiB of log. A server that waits for room there freezes (and
