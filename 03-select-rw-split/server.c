@@ -132,7 +132,7 @@ static void on_listener_ready(int listen_fd)
         return;
     }
     /* FD_SET() on a descriptor >= FD_SETSIZE would write past the end of the
-     * fd_set (glibc's _FORTIFY_SOURCE aborts instead). */
+     * fd_set (built with -D_FORTIFY_SOURCE, as here, glibc aborts instead). */
     if (fd >= FD_SETSIZE || client_count >= opt.max_clients) {
         refuse_connection(fd, fd >= FD_SETSIZE ? "descriptor past FD_SETSIZE" : "at the cap");
         return;

@@ -22,8 +22,9 @@
 # makes the call the server waits in start again. The two SIGWINCH lines
 # are the session's bounds in the trace.
 #
-# SCENARIO=flood: the session's client is `scripts/probe -f 1`, which sends
-# 1 MiB of lines and never reads a reply, then leaves (chapter 03's lesson).
+# SCENARIO=flood: the session's client is `scripts/probe -f 16`, which sends
+# lines of 1 KiB and never reads a reply, until 16 MiB are sent or the
+# server stops taking them for a second, then leaves (chapter 03's lesson).
 #
 # Writes out/strace/NAME.trace (strace's own output), out/strace/NAME.session
 # and out/strace/NAME.stop (made comparable by scripts/strace-session.awk),
