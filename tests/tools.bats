@@ -130,3 +130,91 @@ refusal_shown() {
 @test "07 client exits 1 when refused instead of greeted" {
     refusal_shown 07-socketserver-clone/client
 }
+
+# ----------------------- scripts/framing (lesson 01) ------------------------
+
+FRAMING=$ROOT/scripts/framing
+
+@test "framing: only the length prefix recovers every message, binary included" {
+    run timeout 10 "$FRAMING"
+    assert_success
+    # delimiter: the '\n' inside the binary message cuts it in two, and
+    # every message after it is found one place late
+    assert_output --partial "
+delimiter: each message, then '\\n'
+  64 bytes on the wire for 59 bytes of messages; received:
+  1  \"hello\"                                 ok
+  2  \"sleep 1000\"                            ok
+  3  \"bin\"                                   wrong: never sent
+  4  \"\\0ary\"                                 wrong: never sent
+  5  \"a message longer than one record\"      wrong: sent as message 4
+  6  \"quit\"                                  wrong: sent as message 5
+  2 of 5 messages recovered exactly (6 found)
+"
+    # fixed length: the binary message fits its record; the long one is cut
+    assert_output --partial "
+fixed length: records of 16 bytes, padded with NULs
+  80 bytes on the wire for 59 bytes of messages; received:
+  1  \"hello\"                                 ok
+  2  \"sleep 1000\"                            ok
+  3  \"bin\\n\\0ary\"                            ok
+  4  \"a message longer\"                      wrong: never sent
+  5  \"quit\"                                  ok
+  4 of 5 messages recovered exactly
+"
+    assert_output --partial "
+length prefix: 4 bytes, big-endian, then the message
+  79 bytes on the wire for 59 bytes of messages; received:
+  1  \"hello\"                                 ok
+  2  \"sleep 1000\"                            ok
+  3  \"bin\\n\\0ary\"                            ok
+  4  \"a message longer than one record\"      ok
+  5  \"quit\"                                  ok
+  5 of 5 messages recovered exactly"
+}
+
+@test "framing: where the stream is cut changes nothing the decoders find" {
+    local seed first
+    first=$(timeout 10 "$FRAMING" -s 1 | tail -n +3)
+    for seed in 2 3 17 99 12345 4294967295; do
+        run timeout 10 "$FRAMING" -s "$seed"
+        assert_success
+        assert_line --index 1 "in pieces of 1 to 7 bytes, one send() each (seed $seed). Sent:"
+        [[ $(tail -n +3 <<<"$output") == "$first" ]] || fail "seed $seed: the decoders found other messages"
+    done
+    # -v shows the receiver's recv()s: the pieces really are small
+    run timeout 10 "$FRAMING" -v
+    assert_success
+    assert_line --regexp '^     recv\(\) = [1-7]: '
+    refute_line --regexp '^     recv\(\) = ([89]|[1-9][0-9]+): '
+}
+
+@test "framing: bad arguments exit 2" {
+    run timeout 10 "$FRAMING" -s x
+    assert_failure 2
+    run timeout 10 "$FRAMING" -s 4294967296
+    assert_failure 2
+    run timeout 10 "$FRAMING" extra
+    assert_failure 2
+}
+
+# segments_per_round SECTION: the "segments" column of framing -n's rounds
+# in SECTION (on or off: Nagle's algorithm), one number a line.
+segments_per_round() {
+    awk -v want="Nagle $1" 'index($0, want) { inside = 1; next }
+        /^$/ { inside = 0 }
+        inside && $3 == "ms" { print $4 }' <<<"$output"
+}
+
+@test "framing -n: Nagle glues small writes; TCP_NODELAY sends each at once" {
+    run timeout 10 "$FRAMING" -n
+    assert_success
+    local on off
+    on=$(segments_per_round on)
+    off=$(segments_per_round off)
+    (($(wc -l <<<"$on") == 6 && $(wc -l <<<"$off") == 6)) || fail "not 6 rounds each: $output"
+    # with TCP_NODELAY, one segment per write, every round
+    [[ $(sort -u <<<"$off") == 10 ]] || fail "TCP_NODELAY: not 10 segments per round: $output"
+    # with Nagle, once ACKs are delayed, the 10 writes leave in 2 segments
+    [[ $(sort -n <<<"$on" | head -1) -le 2 ]] || fail "Nagle glued no round into 2 segments: $output"
+}
