@@ -8,7 +8,7 @@
  * and "sleep" really sleeps. What changed is who runs it: a new thread for
  * every client, so a client that blocks (slow to read, slow to type, a slow
  * "sleep") blocks only its own thread. The same idea as Python's
- * ThreadingTCPServer (chapter 07 rebuilds that one exactly). The price: a
+ * ThreadingTCPServer (chapter 07 rebuilds it Python's way). The price: a
  * stack and a kernel task per client, a context switch per message, and
  * state shared between threads needs a lock (see the counters). Chapter 05
  * uses processes instead.

@@ -8,7 +8,7 @@
  * The serving code is chapter 01's, unchanged. fork() gives each client a
  * copy of the whole process, so a client that blocks blocks only its own
  * process, and a client that crashes its process harms nobody else. The
- * same idea as Python's ForkingMixIn (chapter 07 rebuilds that one exactly).
+ * same idea as Python's ForkingMixIn (chapter 07 rebuilds it Python's way).
  * The price: a process per client (page tables, a kernel task, a fork that
  * costs more than a thread), no memory shared between clients, and dead
  * children must be reaped or they stay zombies.
