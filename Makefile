@@ -1,13 +1,15 @@
 # The course's entry point. Start with README.md.
 #
-#   make               build every chapter and the tools
+#   make               build every chapter, the tools, and the reference servers
+#                      whose libraries are installed (scripts/reference/)
 #   make chapter-N     build chapter N and run its guided demo (N = 1..7)
 #   make test          the whole test suite, every chapter
 #   make test-N        the suite against chapter N only
 #   make strace-N      one client's session with chapter N's server, whole, under strace
 #                      (MODE=-e: with those server arguments; SCENARIO=flood: a client that never reads)
 #   make compare A=N B=M   two stages side by side: their code (diff -u), their sessions, their calls
-#   make bench         every chapter under the same load, side by side; 07 against Python (5-6 minutes)
+#   make bench         every chapter and reference server under the same loads, side by side
+#                      (about 13 minutes; QUICK=1: one round of four loads, under 2 minutes)
 #   make c10k          10,000 connections at once on 06-epoll, both modes
 #   make lint          cppcheck and clang-tidy on the C, shellcheck on the scripts (half a minute)
 #   make clean
@@ -19,16 +21,22 @@ CHAPTERS := $(patsubst %/,%,$(sort $(wildcard [0-9][0-9]-*/)))
 # The directory of chapter N (1, 01 or 01-blocking -> 01-blocking), or a clear stop.
 chapter_dir = $(or $(patsubst %/,%,$(firstword $(wildcard $(1)-*/ 0$(1)-*/ $(1)/))),$(error chapter $(1) is not written yet; there are: $(CHAPTERS)))
 
-all: $(CHAPTERS) tools
+all: $(CHAPTERS) tools references
 
 $(CHAPTERS) tools:
 	@$(MAKE) -C $(if $(filter tools,$@),scripts,$@)
+
+# libevent's and libuv's echo servers, which make bench measures the chapters
+# against (the suite checks their protocol too); each is skipped, with a
+# note, while its library is missing: make test and make bench install them.
+references:
+	@$(MAKE) -C scripts/reference
 
 chapter-%: tools
 	@$(MAKE) -C $(call chapter_dir,$*)
 	@scripts/demo.sh $(call chapter_dir,$*)
 
-test: all test-deps
+test: test-deps all
 	@tests/run.sh
 
 test-%: tools test-deps
@@ -36,7 +44,7 @@ test-%: tools test-deps
 	@tests/run.sh $(call chapter_dir,$*)
 
 test-deps:
-	@scripts/ensure-deps.sh bats bats-support bats-assert python3 strace
+	@scripts/ensure-deps.sh bats bats-support bats-assert python3 strace libevent-dev libuv1-dev
 
 strace-%: tools
 	@scripts/ensure-deps.sh strace
@@ -51,9 +59,11 @@ compare: tools
 	@$(MAKE) -C $(call chapter_dir,$(firstword $(subst +, ,$(B))))
 	@scripts/strace-compare.sh $(A) $(B)
 
-bench: all
-	@scripts/ensure-deps.sh gnuplot-nox python3
-	@scripts/bench.sh
+# QUICK=1: one round, fewer loads, for a check (scripts/bench.sh -q).
+bench:
+	@scripts/ensure-deps.sh gnuplot-nox python3 libevent-dev libuv1-dev sockperf linux-perf strace
+	@$(MAKE) -s all
+	@scripts/bench.sh $(if $(QUICK),-q)
 
 c10k: all
 	@scripts/c10k.sh 06-epoll
@@ -64,6 +74,6 @@ lint:
 	@scripts/lint.sh
 
 clean:
-	@for dir in $(CHAPTERS) scripts; do $(MAKE) -s -C $$dir clean; done
+	@for dir in $(CHAPTERS) scripts scripts/reference; do $(MAKE) -s -C $$dir clean; done
 
-.PHONY: all tools test test-deps compare bench c10k lint clean $(CHAPTERS)
+.PHONY: all tools references test test-deps compare bench c10k lint clean $(CHAPTERS)

@@ -1,53 +1,67 @@
 #!/usr/bin/env bash
-# scripts/bench.sh [-r ROUNDS] [-l PLACEMENTS] [-c CELLS] [SERVER...]: the
-# benchmark behind `make bench`.
+# scripts/bench.sh [-q] [-r ROUNDS] [-l PLACEMENTS] [-c CELLS] [-o DIR] [SERVER...]:
+# the benchmark behind `make bench` (`make bench QUICK=1` is -q).
 #
 # One load generator (scripts/loadgen) against every server, side by side in
 # one run. A SERVER is a chapter directory (04-thread-per-conn), a chapter in
 # one of its modes (06-epoll+et, 07-socketserver-clone+forking), or a
-# reference program from scripts/reference/ (python-threading and
-# python-forking: Python's ThreadingTCPServer and ForkingTCPServer serving the
-# same protocol with a StreamRequestHandler, the source articles' design).
+# reference server of scripts/reference/ (its README.md): libevent and
+# libuv (event loops like 06, written as those libraries are meant to be
+# used), python-threading and python-forking (Python's ThreadingTCPServer and
+# ForkingTCPServer with a StreamRequestHandler, the source articles' design).
 #
-# Placements (-l, comma-separated; default pinned):
-#   pinned    server on CPU 0, loadgen on CPU 1 (taskset): the two never fight
-#             over a core. The course's standard.
-#   unpinned  no taskset for either: wherever the scheduler puts them, as a
-#             user runs a server. A program whose threads hand work to each
-#             other (Python's GIL) pays for every hand-over between CPUs.
-# Cells (-c, comma-separated; default all), each a 64-byte ping-pong per
+# Cells (-c, comma-separated; default all), a 64-byte ping-pong on each
 # connection:
-#   busy-N     N busy connections, N = 1, 10, 100, 1000
+#   busy-N     N busy connections, N = 1, 10, 100, 1000, 10000, where the
+#              design can hold them (not_run says why not, in the table)
 #   idle-900   900 idle connections held open, plus 10 busy ones
-#   churn      short connections: connect, greeting, quit, close
+#   churn      short connections: connect, greeting, quit, close (UNP ch. 30)
+# Placements (-l, comma-separated; default pinned):
+#   pinned    server on CPU 0, loadgen on CPU 1 (taskset): the course's standard
+#   unpinned  wherever the scheduler puts them, as a user runs a server
 # Each cell runs ROUNDS times (default 3), rounds interleaved so that a slow
-# moment of the machine hits every server alike; the median is kept.
+# moment of the machine hits every server alike; medians are kept.
 #
-# Without SERVER arguments, `make bench` runs two sections:
-#   1. the chapters 01-06 at every cell, pinned;
-#   2. "07 against Python's socketserver": 07 threading and forking, Python's
-#      ThreadingTCPServer and ForkingTCPServer, at busy-100 and churn, in both
-#      placements, with the ratios chapter 07's lesson quotes.
+# Per server and cell: messages per second, p50 and p99 round trip, server
+# CPU per echo (the headline on a two-CPU machine, where loadgen is as busy
+# as the server), peak server memory (VmHWM), and loadgen's own CPU (near
+# 100 %, a row shows loadgen's limit, not the server's); for churn,
+# connections per second and server CPU per connection. The machine's floor:
+# sockperf's TCP ping-pong, server and client pinned like the rest, run just
+# before each one-connection run, which is reported as a multiple of it.
+# Then, once per server, its system calls per echo (perf stat on a separate
+# run, 100 connections).
 #
-# Writes out/bench/results.csv (every run), out/bench/summary.csv (medians),
-# out/bench/throughput.png (gnuplot, when installed), and prints the tables
-# and the ratios the lessons quote. Absolute figures depend on the machine;
-# compare servers within one run. -l and -c apply to SERVER arguments; the
-# default sections fix their own. PYTHON=... picks the Python (default python3).
+# Where the results go. Without SERVER arguments and without -q (`make
+# bench`), results/: bench.csv (the medians, a row per server and cell,
+# those not run saying why), bench.md (the tables the README quotes) and
+# bench.svg (CPU per echo and p99 against connections, a line per server).
+# They are committed: the README quotes that run, and `git diff results/`
+# compares another machine's with it. Anything else (-q, named servers)
+# writes the same files to out/bench/, which git ignores; -o DIR picks
+# another place. Beside them: runs.csv (every run's line: the medians and the
+# per-round ratios come from it), floor.csv, syscalls.csv, errors.log.
+#
+# `make bench` then adds "07 against Python's socketserver": 07 and Python
+# unpinned at busy-100 and churn, beside the pinned figures, with the ratios
+# chapter 07's lesson quotes. Absolute figures belong to the machine;
+# compare servers within one run. PYTHON=... picks the Python (python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
-all_cells=(busy-1 busy-10 busy-100 busy-1000 idle-900 churn)
-rounds=3 placements=(pinned) cells=("${all_cells[@]}")
+all_cells=(busy-1 busy-10 busy-100 busy-1000 busy-10000 idle-900 churn)
+rounds=3 placements=(pinned) cells=("${all_cells[@]}") quick='' out='' cells_given=''
 usage() {
-    echo "usage: scripts/bench.sh [-r rounds] [-l pinned,unpinned] [-c cell,...] [server...]" >&2
+    echo "usage: scripts/bench.sh [-q] [-r rounds] [-l pinned,unpinned] [-c cell,...] [-o dir] [server...]" >&2
     exit 2
 }
-while getopts r:l:c: option; do
+while getopts qr:l:c:o: option; do
     case $option in
+    q) quick=1 ;;
     r) rounds=$OPTARG ;;
     l) IFS=, read -ra placements <<<"$OPTARG" ;;
-    c) IFS=, read -ra cells <<<"$OPTARG" ;;
+    c) IFS=, read -ra cells <<<"$OPTARG" && cells_given=1 ;;
+    o) out=$OPTARG ;;
     *) usage ;;
     esac
 done
@@ -55,27 +69,34 @@ shift $((OPTIND - 1))
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || usage
 for placement in "${placements[@]}"; do [[ $placement == pinned || $placement == unpinned ]] || usage; done
 for cell in "${cells[@]}"; do [[ " ${all_cells[*]} " == *" $cell "* ]] || usage; done
-out=out/bench
+if [[ -n $quick ]]; then
+    # Under two minutes: one round, four cells, shorter runs.
+    ((rounds != 3)) || rounds=1
+    [[ -n $cells_given ]] || cells=(busy-1 busy-100 busy-1000 churn)
+fi
+[[ -n $out ]] || if (($# == 0)) && [[ -z $quick ]]; then out=results; else out=out/bench; fi
+raw=$out
 mkdir -p "$out"
 source scripts/common.sh
-ulimit -n "$(ulimit -Hn)" # 1000 connections need more than the usual 1024 descriptors
+ulimit -n "$(ulimit -Hn)" # 10,000 connections need more than the usual 1024 descriptors
 
 # ============================== The servers ==================================
 
 # server_command SERVER: the command that starts SERVER on a free port, in the
 # array cmd. It must exec the server itself (taskset and python3 do), because
-# loadgen -P reads the CPU time of that very pid and of its children. -m 5000:
-# above the biggest cell's 1,010 connections, so no server refuses one.
-# --max-children 5000: a forking server blocks in waitpid() once it has that
-# many children (Python's default is 40), and busy-100 holds 100 clients open,
-# each of which must be greeted before the echoes start.
+# loadgen -P reads the CPU time of that very pid and of its children. -m
+# 20000: above the biggest cell, so no server refuses a connection.
+# --max-children 20000: a forking server blocks in waitpid() once it has that
+# many children (Python's default is 40), and every connection of a cell is
+# greeted before the echoes start.
 server_command() {
-    local common=(-p 0 -q -m 5000) python_echo=scripts/reference/socketserver_echo.py
+    local common=(-p 0 -q -m 20000) python_echo=scripts/reference/socketserver_echo.py
     case $1 in
     python-threading) cmd=("$python" "$python_echo" --threading "${common[@]}") ;;
-    python-forking) cmd=("$python" "$python_echo" --forking --max-children 5000 "${common[@]}") ;;
+    python-forking) cmd=("$python" "$python_echo" --forking --max-children 20000 "${common[@]}") ;;
+    libevent | libuv) cmd=("scripts/reference/$1_echo" "${common[@]}") ;;
     *+et) cmd=("${1%+et}/server" "${common[@]}" -e) ;;
-    *+forking) cmd=("${1%+forking}/server" "${common[@]}" --forking --max-children 5000) ;;
+    *+forking) cmd=("${1%+forking}/server" "${common[@]}" --forking --max-children 20000) ;;
     *) cmd=("$1/server" "${common[@]}") ;;
     esac
 }
@@ -86,224 +107,192 @@ available() {
     if [[ ${cmd[0]} == "$python" ]]; then command -v "$python" >/dev/null; else [[ -x ${cmd[0]} ]]; fi
 }
 
-# applies SERVER CELL: 01 serves one client at a time, so only one-connection cells.
-applies() {
-    [[ $1 != 01-* || $2 == busy-1 || $2 == churn ]]
+# not_run SERVER CELL: why SERVER cannot take CELL (printed), or fails when
+# it can. Each reason was seen on this course's machine.
+not_run() {
+    case $1,$2 in
+    01-*,busy-1 | 01-*,churn) return 1 ;;
+    01-*) echo "serves one client at a time" ;;
+    02-*,busy-10000 | 03-*,busy-10000) echo "FD_SETSIZE: select() watches descriptors below 1024 only" ;;
+    07-*,busy-10000) echo "two descriptors per client (the socket, and rfile's dup as in Python): 20,000 pass ulimit -n" ;;
+    python-threading,busy-10000) echo "the thread cap: at 10,000 threads the GIL's hand-overs collapse (a trial echoed 164 msg/s, then timed out)" ;;
+    python-forking,busy-10000) echo "the process cap: 10,000 interpreters, each copying the pages it touches (05's 10,000 C processes hold 10 GiB)" ;;
+    *) return 1 ;;
+    esac
 }
 
 # ============================== One run ======================================
 
-# loadgen_args CELL: what loadgen runs for this cell (about 50,000 messages).
+# loadgen_args CELL: what loadgen runs for this cell: 60,000 messages (-q:
+# 20,000), at least 10 per connection; half as many on one connection, which
+# is slower and costs more CPU per echo; churn, 3,000 connections (1,000).
+# Enough that the server's CPU time, which /proc counts in clock ticks of
+# 10 ms, is known to a few percent.
 loadgen_args() {
+    local total=$((quick ? 20000 : 60000)) n
     case $1 in
-    busy-*) local n=${1#busy-}; echo "-c $n -n $((50000 / n > 20 ? 50000 / n : 20))" ;;
-    idle-900) echo "-i 900 -c 10 -n 5000" ;;
-    churn) echo "-r -c 4 -n 3000" ;;
+    busy-1) echo "-c 1 -n $((total / 2))" ;;
+    busy-*) n=${1#busy-} && echo "-c $n -n $((total / n > 10 ? total / n : 10))" ;;
+    idle-900) echo "-i 900 -c 10 -n $((total / 10))" ;;
+    churn) echo "-r -c 4 -n $((quick ? 1000 : 3000))" ;;
     esac
 }
 
-# run_cell SERVER PLACEMENT CELL: one run; appends
-# "server,placement,cell,<loadgen CSV>" to results.csv.
+# pinning PLACEMENT: on_cpu0 and on_cpu1, the taskset prefixes (or none).
+pinning() {
+    on_cpu0=() on_cpu1=()
+    if [[ $1 == pinned ]]; then on_cpu0=(taskset -c 0) on_cpu1=(taskset -c 1); fi
+}
+
+# run_cell SERVER PLACEMENT CELL [FLOOR]: one run; appends
+# "server,placement,cell,<loadgen's CSV line>,FLOOR" to runs.csv.
 run_cell() {
-    local server=$1 placement=$2 cell=$3 on_cpu0=() on_cpu1=() row
-    if [[ $placement == pinned ]]; then on_cpu0=(taskset -c 0) on_cpu1=(taskset -c 1); fi
+    local server=$1 placement=$2 cell=$3 floor=${4:-} row
+    pinning "$placement"
     server_command "$server"
     # shellcheck disable=SC2046 # loadgen_args is a list of words
-    if ! launch "${on_cpu0[@]}" "${cmd[@]}" 2>>"$out/errors.log"; then
+    if ! launch "${on_cpu0[@]}" "${cmd[@]}" 2>>"$raw/errors.log"; then
         row="FAILED"
     elif ! row=$("${on_cpu1[@]}" scripts/loadgen -p "$port" $(loadgen_args "$cell") \
-        -t 60 -P "$pid" -C 2>>"$out/errors.log"); then
-        echo "$server $placement $cell: loadgen failed (above)" >>"$out/errors.log"
+        -t 90 -P "$pid" -C 2>>"$raw/errors.log"); then
+        echo "$server $placement $cell: loadgen failed (above)" >>"$raw/errors.log"
         row="FAILED"
     fi
     stop "$pid"
-    echo "$server,$placement,$cell,$row" >>"$out/results.csv"
+    [[ $row != FAILED ]] || row="FAILED,,,,,,,,,,,,,,,,,,,,"
+    echo "$server,$placement,$cell,$row,$floor" >>"$raw/runs.csv"
+}
+
+# progress DONE TOTAL TEXT: one line that rewrites itself on a terminal; a
+# line per cell and round elsewhere (a log).
+progress() {
+    local line
+    line=$(printf '[%3d/%d, %d s] %s' "$1" "$2" "$SECONDS" "$3")
+    if [[ -t 2 ]]; then printf '\r%-100s' "$line" >&2; else echo "$line" >&2; fi
 }
 
 # run_section TITLE: every server in `servers` at every cell in `cells` and
 # placement in `placements`, ROUNDS times, rounds interleaved.
 run_section() {
-    local round cell placement server
+    local round cell placement server floor done=0 total=0
     echo
-    echo "== $1: ${servers[*]}; ${cells[*]}; ${placements[*]}; $rounds rounds"
+    echo "== $1: ${servers[*]}; ${cells[*]}; ${placements[*]}; $rounds round(s)"
+    for cell in "${cells[@]}"; do
+        for server in "${servers[@]}"; do not_run "$server" "$cell" >/dev/null || total=$((total + 1)); done
+    done
+    total=$((total * rounds * ${#placements[@]}))
     for ((round = 1; round <= rounds; round++)); do
+        floor=
         for cell in "${cells[@]}"; do
             for placement in "${placements[@]}"; do
                 for server in "${servers[@]}"; do
-                    applies "$server" "$cell" && run_cell "$server" "$placement" "$cell"
+                    not_run "$server" "$cell" >/dev/null && continue
+                    progress "$done" "$total" "round $round of $rounds: $cell $placement $server"
+                    if [[ $cell != busy-1 || $placement != pinned ]]; then
+                        floor=
+                    elif [[ -z $quick || -z $floor ]]; then
+                        floor=$(floor_once) # -q: once per round (each takes 3 s)
+                    fi
+                    run_cell "$server" "$placement" "$cell" "$floor"
+                    done=$((done + 1))
                 done
             done
         done
-        echo "round $round of $rounds done"
     done
+    progress "$done" "$total" "done"
+    [[ ! -t 2 ]] || echo >&2
 }
 
-# ============================== Medians and tables ===========================
+# ================== System calls per echo, and the floor =====================
 
-# summarize: the median of each server, placement and cell into summary.csv:
-# rate, p50, p99, server CPU per op.
-summarize() {
-    awk -F, 'NR > 1 && $4 != "FAILED" {
-            key = $1 "," $2 "," $3; n[key]++
-            rate[key, n[key]] = $14; p50[key, n[key]] = $15; p99[key, n[key]] = $16; cpu[key, n[key]] = $21
-        }
-        function median(a, key, count,    i, j, v, t) {
-            for (i = 1; i <= count; i++) v[i] = a[key, i]
-            for (i = 1; i <= count; i++) for (j = i + 1; j <= count; j++) if (v[j] + 0 < v[i] + 0) { t = v[i]; v[i] = v[j]; v[j] = t }
-            return v[int((count + 1) / 2)]
-        }
-        END {
-            for (key in n) print key "," median(rate, key, n[key]) "," median(p50, key, n[key]) "," median(p99, key, n[key]) "," median(cpu, key, n[key])
-        }' "$out/results.csv" | sort >"$tmp/medians"
-    # The header goes first, outside the sort: sorted, it would follow the rows.
-    { echo "server,placement,cell,rate,p50_us,p99_us,server_cpu_us_per_op"; cat "$tmp/medians"; } >"$out/summary.csv"
+# count_syscalls SERVER: its system calls per echo, and its epoll_ctl calls
+# per echo, from `perf stat` on the server (threads and children included)
+# while 100 connections ping-pong (one, for 01); appends "server,calls,epoll_ctl" to
+# syscalls.csv, "n/a" when perf cannot count here. A separate run: counting
+# costs time. Connecting 100 clients adds about 0.02 per echo.
+count_syscalls() {
+    local server=$1 c=100 n=$((quick ? 100 : 300)) perf_pid calls
+    ! not_run "$server" busy-100 >/dev/null || n=$((c * n)) c=1 # one client at a time, as many echoes
+    pinning pinned
+    server_command "$server"
+    launch "${on_cpu0[@]}" "${cmd[@]}" 2>>"$raw/errors.log" || return 0
+    perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_epoll_ctl -x, -o "$tmp/perf" -p "$pid" \
+        2>>"$raw/errors.log" &
+    perf_pid=$!
+    sleep 0.5 # perf attaches to every thread first
+    "${on_cpu1[@]}" scripts/loadgen -p "$port" -c "$c" -n "$n" -t 60 >/dev/null 2>>"$raw/errors.log" || true
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    stop "$pid"
+    calls=$(awk -F, -v m=$((c * n)) '$3 == "raw_syscalls:sys_enter" { a = $1 } $3 == "syscalls:sys_enter_epoll_ctl" { b = $1 }
+        END { if (a ~ /^[0-9]+$/) printf "%.2f,%.2f", a / m, b / m; else printf "n/a,n/a" }' "$tmp/perf" 2>/dev/null || echo "n/a,n/a")
+    echo "$server,$calls" >>"$out/syscalls.csv"
 }
 
-# value SERVER PLACEMENT CELL COLUMN: one median from summary.csv (4 rate, 7 cpu).
-value() {
-    awk -F, -v s="$1" -v l="$2" -v k="$3" -v col="$4" '$1 == s && $2 == l && $3 == k { print $col }' "$out/summary.csv"
+# start_floor_server: sockperf's server, on CPU 0 like every server here,
+# on a free port (the kernel's pick), for floor_once; idle in between.
+start_floor_server() {
+    command -v sockperf >/dev/null || { echo "sockperf is missing: no floor" >&2; return 0; }
+    floor_port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    taskset -c 0 sockperf server --tcp -i 127.0.0.1 -p "$floor_port" >"$tmp/sockperf-server" 2>&1 &
+    launched+=($!)
+    wait_for "$tmp/sockperf-server" 'to block on socket' || floor_port=
 }
 
-# div A B: A / B to two decimals, or n/a when either is missing.
-div() {
-    awk -v a="$1" -v b="$2" 'BEGIN { if (a && b) printf "%.2f", a / b; else printf "n/a" }'
+# floor_once: the machine's floor right now: sockperf's TCP ping-pong of 64
+# bytes, its client on CPU 1, for a second or two; prints the round trip's
+# p50 in µs (twice sockperf's one-way figure) and appends "p50,p99" to
+# floor.csv. Run just before each one-connection run: this machine has
+# phases of some seconds in which every round trip is a third longer, so
+# each run is compared with the floor of its own moment.
+floor_once() {
+    [[ -n ${floor_port:-} ]] || return 0
+    taskset -c 1 sockperf ping-pong --tcp -i 127.0.0.1 -p "$floor_port" -m 64 -t "$((quick ? 1 : 2))" 2>&1 |
+        sed 's/\x1b\[[0-9;]*m//g' | awk '/percentile 50.000 =/ { p50 = $NF } /percentile 99.000 =/ { p99 = $NF }
+            END { if (p50 != "") printf "%.1f,%.1f\n", 2 * p50, 2 * p99 }' | tee -a "$out/floor.csv" | cut -d, -f1
 }
 
-# ratio A B PLACEMENT CELL COLUMN: A's median over B's.
-ratio() {
-    div "$(value "$1" "$3" "$4" "$5")" "$(value "$2" "$3" "$4" "$5")"
-}
-
-# print_table: a row per server (and placement, when there are two), a
-# column per cell: "rate (CPU µs per op)".
-print_table() {
-    local server placement cell rate label
-    echo
-    echo "Messages (churn: connections) per second, median of $rounds; server CPU µs per message (churn: per connection) in brackets:"
-    printf '%-40s' server
-    printf '%16s' "${cells[@]}"
-    echo
-    for server in "${servers[@]}"; do
-        for placement in "${placements[@]}"; do
-            label=$server
-            ((${#placements[@]} == 1)) || label="$server, $placement"
-            printf '%-40s' "$label"
-            for cell in "${cells[@]}"; do
-                rate=$(value "$server" "$placement" "$cell" 4)
-                printf '%16s' "${rate:+$(printf '%.0f (%s)' "$rate" "$(value "$server" "$placement" "$cell" 7)")}"
-            done
-            echo
-        done
-    done
-}
-
-# has SERVER...: every one of them is in this section.
-has() {
-    local server
-    for server in "$@"; do [[ " ${servers[*]} " == *" $server "* ]] || return 1; done
-}
-
-# placed PLACEMENT: this section runs in that placement.
-placed() {
-    [[ " ${placements[*]} " == *" $1 "* ]]
-}
-
-# The ratios the lessons quote, for the servers and placements of this section.
-print_ratios() {
-    local placement c07=07-socketserver-clone
-    if has 06-epoll 04-thread-per-conn 03-select-rw-split 05-fork-per-conn && placed pinned; then
-        echo
-        echo "Ratios (same run, pinned):"
-        echo "  06 / 04 at 100 busy connections: $(ratio 06-epoll 04-thread-per-conn pinned busy-100 4)x the messages per second, $(ratio 06-epoll 04-thread-per-conn pinned busy-100 7)x the server CPU per echo"
-        echo "  06 / 03 with 900 idle + 10 busy: $(ratio 06-epoll 03-select-rw-split pinned idle-900 4)x the messages per second"
-        echo "  06 / 05 churn: $(ratio 06-epoll 05-fork-per-conn pinned churn 4)x the connections per second"
-        echo "  06 / 04 churn: $(ratio 06-epoll 04-thread-per-conn pinned churn 4)x the connections per second"
-    fi
-    has "$c07" python-threading || has "$c07+forking" python-forking || return 0
-    echo
-    echo "Ratios, 07 against Python's socketserver (same run; issue 8's targets in brackets):"
-    if has "$c07" python-threading; then
-        placed unpinned && echo "  unpinned, 100 busy, 07 threading / ThreadingTCPServer:" \
-            "$(ratio "$c07" python-threading unpinned busy-100 4)x the messages per second (>= 2)," \
-            "$(ratio "$c07" python-threading unpinned busy-100 7)x the server CPU per echo (<= 0.4)"
-        placed pinned && echo "  pinned, 100 busy, 07 threading / ThreadingTCPServer:" \
-            "$(ratio "$c07" python-threading pinned busy-100 4)x the messages per second," \
-            "$(ratio "$c07" python-threading pinned busy-100 7)x the server CPU per echo (<= 0.8)"
-    fi
-    if has "$c07+forking" python-forking; then
-        for placement in "${placements[@]}"; do
-            echo "  $placement, churn, 07 forking / ForkingTCPServer:" \
-                "$(ratio "$c07+forking" python-forking "$placement" churn 4)x the connections per second (>= 3)," \
-                "$(ratio "$c07+forking" python-forking "$placement" churn 7)x the server CPU per connection"
-        done
-    fi
-    if has python-threading && placed pinned && placed unpinned; then
-        echo "  placement, 100 busy, ThreadingTCPServer unpinned / pinned:" \
-            "$(div "$(value python-threading unpinned busy-100 4)" "$(value python-threading pinned busy-100 4)")x the messages per second," \
-            "$(div "$(value python-threading unpinned busy-100 7)" "$(value python-threading pinned busy-100 7)")x the server CPU per echo"
-        has "$c07" && echo "  placement, 100 busy, 07 threading unpinned / pinned:" \
-            "$(div "$(value "$c07" unpinned busy-100 4)" "$(value "$c07" pinned busy-100 4)")x the messages per second," \
-            "$(div "$(value "$c07" unpinned busy-100 7)" "$(value "$c07" pinned busy-100 7)")x the server CPU per echo"
-    fi
-    return 0
-}
-
-# plot: messages per second against busy connections, one line per server of
-# the section, in its first placement (`make bench`: the chapters 01-06).
-plot() {
-    command -v gnuplot >/dev/null || return 0
-    [[ " ${cells[*]} " =~ busy-.*busy- ]] || return 0 # a line needs two points
-    awk -F, -v l="${placements[0]}" 'NR > 1 && $2 == l && $3 ~ /^busy-/ { sub("busy-", "", $3); print $1, $3, $4 }' \
-        "$out/summary.csv" | sort -k1,1 -k2n >"$tmp/plot.dat"
-    {
-        echo "set terminal pngcairo size 900,560 noenhanced; set output '$out/throughput.png'"
-        if [[ ${placements[0]} == pinned ]]; then
-            echo "set title 'Echo throughput by connections (64 B ping-pong, server on CPU 0, loadgen on CPU 1)'"
-        else
-            echo "set title 'Echo throughput by connections (64 B ping-pong, unpinned)'"
-        fi
-        echo "set logscale x; set xlabel 'busy connections'; set ylabel 'messages per second'; set key outside right; set grid"
-        printf "plot"
-        for server in "${servers[@]}"; do
-            printf " '< grep \"^%s \" %s' using 2:3 with linespoints title '%s'," "$server" "$tmp/plot.dat" "$server"
-        done | sed 's/,$//'
-        echo
-    } >"$tmp/plot.gp"
-    gnuplot "$tmp/plot.gp" && echo && echo "plot: $out/throughput.png"
+# section_07: 07 and Python's socketserver unpinned, at busy-100 and churn:
+# with the pinned runs, the figures chapter 07's lesson quotes.
+section_07() {
+    local servers=(07-socketserver-clone 07-socketserver-clone+forking python-threading python-forking)
+    local placements=(unpinned) cells=(busy-100 churn)
+    run_section "07 against Python's socketserver ($("$python" --version 2>&1)), unpinned"
 }
 
 # ============================== Main =========================================
 
-echo "server,placement,cell,mode,conns,idle,msgs,size,inflight,opened,greeted,failed,seconds,rate,p50_us,p99_us,p999_us,max_us,connect_p50_us,connect_p99_us,server_cpu_us_per_op,server_rss_kib" >"$out/results.csv"
-: >"$out/errors.log"
-echo "machine: $(nproc) CPUs, $(uname -r), $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo);" \
-    "load average $(cut -d' ' -f1 /proc/loadavg) (anything else running skews the figures)"
+source scripts/bench-report.sh
+
+echo "server,placement,cell,mode,conns,idle,msgs,size,inflight,opened,greeted,failed,seconds,rate,p50_us,p99_us,p999_us,max_us,connect_p50_us,connect_p99_us,server_cpu_us_per_op,server_rss_kib,server_peak_kib,loadgen_cpu_pct,floor_rtt_us" >"$raw/runs.csv"
+: >"$raw/errors.log"
+echo "server,syscalls_per_echo,epoll_ctl_per_echo" >"$out/syscalls.csv"
+echo "rtt_p50_us,rtt_p99_us" >"$out/floor.csv"
+machine="$(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r)"
+echo "machine: $machine; load average $(cut -d' ' -f1 /proc/loadavg) (anything else running skews the figures)"
 if (($# > 0)); then
     servers=("$@")
-    run_section "servers"
-    summarize
-    print_table
-    print_ratios
-    plot
 else
-    servers=(01-blocking 02-select-multiport 03-select-rw-split 04-thread-per-conn 05-fork-per-conn 06-epoll 06-epoll+et)
-    placements=(pinned) cells=("${all_cells[@]}")
-    run_section "The chapters 01-06, server on CPU 0, loadgen on CPU 1"
-    summarize
-    print_table
-    print_ratios
-    plot
-    servers=(07-socketserver-clone 07-socketserver-clone+forking python-threading python-forking)
-    placements=(pinned unpinned) cells=(busy-100 churn)
-    for server in "${servers[@]}"; do
-        available "$server" || { echo; echo "07 against Python's socketserver: skipped, $server is missing (make; python3)"; servers=(); break; }
-    done
-    if ((${#servers[@]} > 0)); then
-        run_section "07 against Python's socketserver ($("$python" --version 2>&1))"
-        summarize
-        print_table
-        print_ratios
-    fi
+    servers=(01-blocking 02-select-multiport 03-select-rw-split 04-thread-per-conn 05-fork-per-conn
+        06-epoll 06-epoll+et 07-socketserver-clone 07-socketserver-clone+forking
+        libevent libuv python-threading python-forking)
 fi
-[[ ! -s $out/errors.log ]] || { echo; echo "Some runs failed; see $out/errors.log:"; head -5 "$out/errors.log"; }
-echo "data: $out/results.csv (every run), $out/summary.csv (medians)"
+for server in "${servers[@]}"; do
+    available "$server" || { echo "$server is missing: make (and make -C scripts/reference, python3)" >&2; exit 1; }
+done
+start_floor_server
+run_section "Every server, $(IFS=, && echo "${placements[*]}")"
+echo "== system calls per echo"
+for server in "${servers[@]}"; do
+    progress 0 0 "system calls per echo: $server"
+    count_syscalls "$server"
+done
+[[ ! -t 2 ]] || echo >&2
+(($# > 0)) || [[ -n $quick ]] || section_07
+summarize
+write_report >"$out/bench.md"
+cat "$out/bench.md"
+plot
+[[ ! -s $raw/errors.log ]] || { echo; echo "Some runs failed; see $raw/errors.log:"; head -5 "$raw/errors.log"; }
+echo
+echo "results: $out/bench.md, $out/bench.csv, $out/bench.svg; every run: $out/runs.csv ($SECONDS s)"

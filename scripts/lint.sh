@@ -57,7 +57,7 @@ report() {
 # compilers' business, which CI builds with gcc and clang, -Werror.
 mkdir "$tmp/tree"
 tar --exclude=./.git --exclude=./out -cf - . | tar -xf - -C "$tmp/tree"
-for dir in [0-9][0-9]-*/ scripts/; do
+for dir in [0-9][0-9]-*/ scripts/ scripts/reference/; do
     dir=${dir%/}
     make -s -n -B -C "$tmp/tree/$dir" | while read -ra words; do
         sources=() flags=()

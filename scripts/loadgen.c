@@ -20,12 +20,16 @@
  *       sends "quit", reads "bye", sees the server close, and closes
  *   -t  time limit for the whole run, in seconds (default 30)
  *   -P  the server's pid: report its CPU time per message and its memory
+ *       (resident now, and at its peak: the kernel's VmHWM)
  *   -C  print one CSV line instead of the report, with these columns:
  *       mode,conns,idle,msgs,size,inflight,opened,greeted,failed,seconds,rate,
  *       p50_us,p99_us,p999_us,max_us,connect_p50_us,connect_p99_us,
- *       server_cpu_us_per_op,server_rss_kib
+ *       server_cpu_us_per_op,server_rss_kib,server_peak_kib,loadgen_cpu_pct
  *       (mode is echo, connect or churn; rate is messages or connections per
- *       second; a column that does not apply is left empty)
+ *       second; a column that does not apply is left empty). loadgen_cpu_pct
+ *       is loadgen's own CPU time over the wall time of phase 2 (or the
+ *       churn): near 100, the figures measure loadgen's limit, not the
+ *       server's.
  *
  * Phase 1, connect: every connection, idle and busy, is opened at once, and
  * each must receive its "hello" line while all of them are still open. That
@@ -754,19 +758,32 @@ static long long cpu_ticks(long pid)
     return total;
 }
 
-/* VmRSS from /proc/PID/status, in KiB; a zombie has none. */
-static long long rss_kib(long pid)
+/* A "Name: N kB" field of /proc/PID/status, in KiB; a zombie has none. */
+static long long status_kib(long pid, const char *field)
 {
     char line[256];
+    size_t len = strlen(field);
     long long kib = 0;
     FILE *f = open_proc(pid, "status");
     if (f == NULL)
         return -1;
     while (fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmRSS: %lld", &kib) == 1)
+        if (strncmp(line, field, len) == 0 && line[len] == ':' &&
+            sscanf(line + len + 1, "%lld", &kib) == 1)
             break;
     fclose(f);
     return kib;
+}
+
+/* Resident memory now (VmRSS), and the most it has been (VmHWM). */
+static long long rss_kib(long pid)
+{
+    return status_kib(pid, "VmRSS");
+}
+
+static long long peak_kib(long pid)
+{
+    return status_kib(pid, "VmHWM");
 }
 
 /* measure() summed over the processes a children file lists. */
@@ -842,7 +859,9 @@ static struct {
     uint64_t ops;                /* lines echoed, or connections completed */
     long long cpu_before, cpu_after; /* ns; -1: not measured */
     long long rss_start, rss_end;    /* KiB; -1: not measured */
-} result = {.cpu_before = -1, .cpu_after = -1, .rss_start = -1, .rss_end = -1};
+    long long rss_peak;              /* KiB, VmHWM at the end; -1: not measured */
+    double own_cpu;                  /* loadgen's CPU seconds during the work */
+} result = {.cpu_before = -1, .cpu_after = -1, .rss_start = -1, .rss_end = -1, .rss_peak = -1};
 
 /* Microseconds as a person reads them: "45 us", "1.2 ms", "3.00 s". */
 static const char *human(char *buf, uint64_t us)
@@ -900,6 +919,12 @@ static void print_connections(void)
     fflush(stdout);
 }
 
+/* loadgen's own CPU time over the wall time of the work, in percent. */
+static double own_cpu_pct(void)
+{
+    return result.seconds > 0 ? 100.0 * result.own_cpu / result.seconds : 0;
+}
+
 static void print_work(void)
 {
     double rate = (double)result.ops / result.seconds;
@@ -915,6 +940,7 @@ static void print_work(void)
            "%.0f msg/s\n", opt.conns, opt.msgs, opt.size, opt.inflight,
            (unsigned long long)result.ops, result.failed, result.seconds, rate);
     print_latency("latency:", &latency);
+    printf("loadgen: %.0f%% of one CPU\n", own_cpu_pct());
 }
 
 static void print_server(void)
@@ -926,8 +952,11 @@ static void print_server(void)
         printf(" RSS %lld KiB %s", result.rss_start, opt.churn ? "before" : "after connect");
     if (result.rss_end >= 0)
         printf(", %lld KiB at end", result.rss_end);
+    if (result.rss_peak >= 0)
+        printf(", peak %lld KiB", result.rss_peak);
     printf("\n");
 }
+
 
 /* One CSV row, columns as in the comment at the top; empty where none apply. */
 static void print_csv(void)
@@ -952,6 +981,12 @@ static void print_csv(void)
     printf(",");
     if (rss >= 0)
         printf("%lld", rss);
+    printf(",");
+    if (result.rss_peak >= 0)
+        printf("%lld", result.rss_peak);
+    printf(",");
+    if (result.seconds > 0)
+        printf("%.0f", own_cpu_pct());
     printf("\n");
 }
 
@@ -1055,14 +1090,29 @@ static int phase_churn(void)
     return result.failed == 0;
 }
 
-/* Phase 2 or the churn, between two readings of the server's CPU time. */
+/* This process's CPU time so far, user and system, in seconds. */
+static double self_cpu_seconds(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) < 0)
+        die("getrusage");
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* Phase 2 or the churn, between two readings of the server's CPU time (and
+ * of ours). The peak memory is the server's VmHWM, plus that of each child
+ * still alive at the end (a forking server's). */
 static int run_work(void)
 {
     int ok;
+    double own_before = self_cpu_seconds();
     result.cpu_before = opt.server_pid != 0 ? server_total(own_cpu_ns, child_cpu_ns) : -1;
     ok = opt.churn ? phase_churn() : phase_echo();
     result.cpu_after = opt.server_pid != 0 ? server_total(own_cpu_ns, child_cpu_ns) : -1;
+    result.own_cpu = self_cpu_seconds() - own_before;
     result.rss_end = opt.server_pid != 0 ? server_total(rss_kib, rss_kib) : -1;
+    result.rss_peak = opt.server_pid != 0 ? server_total(peak_kib, peak_kib) : -1;
     return ok;
 }
 

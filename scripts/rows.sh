@@ -1,7 +1,9 @@
 # shellcheck shell=bash
 # scripts/rows.sh: the rows of tests/expectations.txt, where every chapter
 # and every mode of one (06-epoll+et) is named once, with how its server is
-# started and what the suite expects of it. Sourced by scripts/common.sh and
+# started and what the suite expects of it; and so is every reference server
+# of scripts/reference/ (libevent, libuv, python-socketserver), which make
+# bench measures the chapters against. Sourced by scripts/common.sh and
 # tests/helpers.bash. The table's own comments say what each column means.
 
 ROWS_TABLE=$(cd "$(dirname "${BASH_SOURCE[0]}")/../tests" && pwd)/expectations.txt
@@ -59,4 +61,22 @@ row_named() {
         fi
     done
     echo "$chapter+$(tr -d ' -' <<<"$*")"
+}
+
+# reference_program NAME: the program of the reference server NAME, from the
+# repository's root; fails when NAME is not one. A row named NAME (or
+# NAME+MODE) runs it; its greeting says chapter=NAME.
+reference_program() {
+    case $1 in
+    libevent) echo scripts/reference/libevent_echo ;;
+    libuv) echo scripts/reference/libuv_echo ;;
+    python-socketserver) echo scripts/reference/socketserver_echo.py ;;
+    *) return 1 ;;
+    esac
+}
+
+# reference_names: the reference servers that have rows, each once.
+reference_names() {
+    awk '/^#/ || NF == 0 || $1 == "chapter" || $1 ~ /^[0-9][0-9]-/ { next }
+         { sub(/\+.*/, "", $1) } !seen[$1]++ { print $1 }' "$ROWS_TABLE"
 }

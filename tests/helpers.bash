@@ -4,7 +4,9 @@
 #
 # The chapter under test comes from $CHAPTER (tests/run.sh sets it): a row
 # of tests/expectations.txt, which says what the suite expects of it. A row
-# named like 06-epoll+et tests chapter 06-epoll run with that row's args.
+# named like 06-epoll+et tests chapter 06-epoll run with that row's args. A
+# row named after a reference server (libevent, python-socketserver+forking)
+# tests that program of scripts/reference/ (scripts/rows.sh names it).
 #
 # The row's transport says how the server is reached: start_server listens
 # on a free TCP or UDP port, or on a Unix socket file in the test's own
@@ -19,9 +21,14 @@ source "$BATS_TEST_DIRNAME/../scripts/rows.sh"
 
 : "${CHAPTER:?set CHAPTER to a row of tests/expectations.txt, for example CHAPTER=01-blocking}"
 ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
-CHAPTER_DIR=${CHAPTER%%+*}
+CHAPTER_DIR=${CHAPTER%%+*} # or a reference server's name, as its greeting says
 SERVER=$ROOT/$CHAPTER_DIR/server
 CLIENT=$ROOT/$CHAPTER_DIR/client
+if [[ ! -d $ROOT/$CHAPTER_DIR ]] && reference_program "$CHAPTER_DIR" >/dev/null; then
+    # A reference server (scripts/reference/), driven by 06-epoll's client.
+    SERVER=$ROOT/$(reference_program "$CHAPTER_DIR")
+    CLIENT=$ROOT/06-epoll/client
+fi
 # shellcheck disable=SC2034 # used by the test files
 PROBE=$ROOT/scripts/probe
 
@@ -156,9 +163,9 @@ start_server() {
     ! on_datagrams || TO_SERVER+=(--udp)
 }
 
-# built_with_sanitizer: the chapter was built with SAN=... (see its Makefile).
+# built_with_sanitizer: the server was built with SAN=... (see its Makefile).
 built_with_sanitizer() {
-    grep -q -- -fsanitize "$ROOT/$CHAPTER_DIR/.build-flags" 2>/dev/null
+    grep -q -- -fsanitize "$(dirname "$SERVER")/.build-flags" 2>/dev/null
 }
 
 # server_sum FILE AWK: the sum, over the server and its child processes, of

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # tests/run.sh [CHAPTER...]: run the shared suite against each chapter given
-# (default: every chapter directory), once per row it has in
-# tests/expectations.txt (06-epoll has two: 06-epoll, and 06-epoll+et for its
-# edge-triggered mode; 07-socketserver-clone one per combination), then print
-# "N passed, N failed" (and ", N skipped" when any) as the last line. Exits
-# non-zero if any test failed.
+# (default: every chapter directory, then every reference server), once per
+# row it has in tests/expectations.txt (06-epoll has two: 06-epoll, and
+# 06-epoll+et for its edge-triggered mode; 07-socketserver-clone one per
+# combination), then print "N passed, N failed" (and ", N skipped" when any)
+# as the last line. Exits non-zero if any test failed. A reference server of
+# scripts/reference/ is named like a chapter: tests/run.sh libevent.
 #
 # Which files run depends on the row's transport: a stream row (tcp, unix)
 # runs the stream contract, protocol.bats, cli.bats and concurrency.bats, a
-# tcp row also strace.bats (the traced session speaks TCP); a datagram row
-# (udp, unixgram) runs datagram.bats. A chapter's own file
+# chapter's tcp row also strace.bats (the traced session speaks TCP; the
+# reference servers have no stage and no lesson to check there); a datagram
+# row (udp, unixgram) runs datagram.bats. A chapter's own file
 # (tests/socketserver.bats for 07), when it exists, runs once: with the row
 # named after the chapter alone (07-socketserver-clone, not +forking).
 # Files about the course as a whole (the chapters' shared files, the test
@@ -31,6 +33,7 @@ declare -A OWN_FILE=([07-socketserver-clone]=tests/socketserver.bats)
 if (($# == 0)); then
     dirs=([0-9][0-9]-*/)
     dirs=("${dirs[@]%/}")
+    mapfile -t -O "${#dirs[@]}" dirs < <(reference_names)
 else
     dirs=("$@")
 fi
@@ -55,7 +58,10 @@ set_files() {
     local transport dir=${1%%+*} all file
     transport=$(row_value "$1" transport)
     case $transport in
-    tcp) all=("${STREAM_FILES[@]}" "${TCP_FILES[@]}") ;;
+    tcp)
+        all=("${STREAM_FILES[@]}")
+        [[ ! -d $dir ]] || all+=("${TCP_FILES[@]}") # a chapter's row, not a reference's
+        ;;
     unix) all=("${STREAM_FILES[@]}") ;;
     udp | unixgram) all=("${DATAGRAM_FILES[@]}") ;;
     *) echo "tests/expectations.txt: $1 has no known transport ('$transport')" >&2; exit 2 ;;

@@ -11,10 +11,18 @@ greeting, exact echo, quit, sleep, the 4096-byte limit, "error server busy"),
 so scripts/loadgen and the suite drive it like any chapter. The greeting names
 it "python-socketserver". Nothing here is tuned for speed: it is what a careful
 Python programmer would write, so the benchmark compares 07 with the real thing.
+
+Three things socketserver leaves undone are done here, so that the reference
+keeps the promises every chapter keeps (the suite's python-socketserver rows
+check them, tests/expectations.txt): a lingering close (EchoHandler.finish),
+a spare descriptor for when they run out (CappedMixIn.get_request), and a log
+that never blocks on a full stderr (write_log).
 """
 import argparse
+import errno
 import ipaddress
 import os
+import select
 import signal
 import socket
 import socketserver
@@ -24,6 +32,22 @@ import time
 
 MAX_LINE = 4096  # the longest line the protocol accepts, "\r\n" not counted
 MAX_SLEEP_MS = 10000  # "sleep <ms>" stands for slow work; bounded so tests stay short
+# The lingering close (EchoHandler.finish): after our FIN, read and throw away
+# what the client still sends, until its EOF, or this long, or this much.
+LINGER_SECONDS = 2
+LINGER_BYTES = 1024 * 1024
+
+
+def write_log(text):
+    """A log line to stderr, unless that would block: a stderr pipe nobody
+    reads must not freeze the server (setup.c in the chapters says more)."""
+    poller = select.poll()
+    poller.register(sys.stderr.fileno(), select.POLLOUT)
+    if poller.poll(0):
+        try:
+            os.write(sys.stderr.fileno(), text.encode())
+        except BlockingIOError:
+            pass  # a lost log line is not worth an error
 
 
 class EchoHandler(socketserver.StreamRequestHandler):
@@ -40,6 +64,25 @@ class EchoHandler(socketserver.StreamRequestHandler):
         except ConnectionError as error:  # a reset costs this client only, quietly
             why = error.strerror
         self.server.log(f"disconnect {self.peer()}: {why}")
+
+    def finish(self):
+        """The lingering close, as in every chapter: socketserver's own close
+        (shutdown_request: shutdown, then close at once) meets the bytes a
+        client sent after "quit" unread, and the kernel answers them with a
+        reset that throws away the replies not yet delivered. So: send our FIN
+        after the replies, then read and discard until the client's EOF."""
+        super().finish()  # flushes and closes wfile and rfile
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline, discarded = time.monotonic() + LINGER_SECONDS, 0
+            while discarded <= LINGER_BYTES and time.monotonic() < deadline:
+                self.connection.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = self.connection.recv(65536)
+                if not chunk:
+                    break  # its EOF: now close() sends nothing but our FIN
+                discarded += len(chunk)
+        except OSError:
+            pass  # reset, or the time ran out: close anyway
 
     def serve_lines(self):
         """Answer line after line; return why the conversation ended."""
@@ -65,8 +108,9 @@ class EchoHandler(socketserver.StreamRequestHandler):
                 self.wfile.write(line + b"\n")  # bytes, so any byte passes untouched
 
     def sleep(self, arg):
-        # bytes.isdigit() accepts ASCII digits only; five digits bound int().
-        if not (arg.isdigit() and len(arg) <= 5 and int(arg) <= MAX_SLEEP_MS):
+        # bytes.isdigit() accepts ASCII digits only; leading zeros are allowed,
+        # and five digits after them bound int().
+        if not (arg.isdigit() and len(arg.lstrip(b"0")) <= 5 and int(arg) <= MAX_SLEEP_MS):
             self.reply(f"error usage: sleep <ms> with 0 <= ms <= {MAX_SLEEP_MS}")
             return
         self.server.log(f"{self.peer()} sleeps {int(arg)} ms")
@@ -104,7 +148,30 @@ class CappedMixIn:
 
     def log(self, what):
         if not self.quiet:
-            print(f"server: {what}", file=sys.stderr, flush=True)
+            write_log(f"server: {what}\n")
+
+    # One descriptor kept open for the day they run out (see get_request).
+    spare_fd = os.open(os.devnull, os.O_RDONLY)
+
+    def get_request(self):
+        """accept(). Out of descriptors (EMFILE), socketserver would drop the
+        error and call accept() again at once, forever: a spin at full CPU.
+        As the chapters' overload.c and libuv do, the spare descriptor gets
+        us out: give it up, accept the waiting client, tell it we are busy,
+        take the spare back."""
+        try:
+            return super().get_request()
+        except OSError as error:
+            if error.errno == errno.EMFILE:
+                os.close(CappedMixIn.spare_fd)
+                try:
+                    request, _ = self.socket.accept()
+                    with request:
+                        request.sendall(b"error server busy\n")
+                except OSError:
+                    pass
+                CappedMixIn.spare_fd = os.open(os.devnull, os.O_RDONLY)
+            raise  # socketserver skips this turn
 
 
 # The mix-in comes first in the bases, so its methods and attributes win over
@@ -166,7 +233,7 @@ def main():
         try:
             server.serve_forever()
         except KeyboardInterrupt:
-            print("server: stopping", file=sys.stderr)  # said even with -q
+            write_log("server: stopping\n")  # said even with -q
 
 
 if __name__ == "__main__":
