@@ -10,10 +10,13 @@
 # What changes, line by line:
 #   - a call strace cut in two ("accept(3, <unfinished ...>", then later
 #     "<... accept resumed>...) = 5") is joined, and placed where it was
-#     made: the order reads as the program ran;
+#     made: the order reads as the program ran; a call already in progress
+#     when the session began and ended within it (a pool's worker waiting
+#     in accept) comes first;
 #   - the pid column becomes the task's role: main (the process strace
 #     started), thread 1, thread 2... (clone with CLONE_THREAD), child 1...
-#     (clone or fork without it), numbered in the order they appear;
+#     (clone or fork without it), numbered in the order they first appear
+#     in what is printed;
 #   - a pid or tid in a result, a signal or the greeting becomes that role,
 #     <main> or <thread 1>; any other pid becomes PID;
 #   - ports become PORT, pointers ADDR, the user id UID, CPU times T;
@@ -35,6 +38,7 @@ function store(pid, text) {
     n++
     owner[n] = pid
     slot[n] = text
+    in_at[n] = markers
     return n
 }
 
@@ -73,16 +77,21 @@ function placeholders(s) {
     return name_pids(s)
 }
 
-# A new task: the result of clone, clone3, fork or vfork.
+# A new task, the result of clone, clone3, fork or vfork: a thread (with
+# CLONE_THREAD) or a child process.
 function note_new_task(text,    pid) {
     if (text !~ /^(clone|clone3|fork|vfork)\(/ || text !~ /= [0-9]+$/)
         return
     pid = text
     sub(/.*= /, "", pid)
-    if (text ~ /CLONE_THREAD/)
-        role[pid] = "thread " (++threads)
-    else
-        role[pid] = "child " (++children)
+    kind[pid] = text ~ /CLONE_THREAD/ ? "thread" : "child"
+}
+
+# The role of task pid: main, or its kind and its number in order of first
+# appearance in what is printed (thread 1, thread 2, child 1...).
+function name_task(pid) {
+    if (!(pid in role) && (pid in kind))
+        role[pid] = kind[pid] " " (++seen[kind[pid]])
 }
 
 {
@@ -97,8 +106,10 @@ function note_new_task(text,    pid) {
         sub(/^<\.\.\. [a-z0-9_]+ resumed>/, "", text)
         i = pending[pid]
         slot[i] = slot[i] text
+        done_at[i] = markers
         delete pending[pid]
         last[pid] = i
+        note_new_task(slot[i])
     } else if (text ~ /^--- SIGWINCH /) {
         markers++
         marker[markers] = n + 1 # the first line after the marker
@@ -111,6 +122,8 @@ function note_new_task(text,    pid) {
         }
     } else {
         i = store(pid, text)
+        done_at[i] = markers
+        note_new_task(text)
         # The kernel resumes a poll() the first marker interrupted.
         if (markers == 1 && interrupted[pid] != "" && text ~ /^restart_syscall\(/)
             resumed[i] = interrupted[pid]
@@ -123,20 +136,28 @@ function note_new_task(text,    pid) {
     }
 }
 
+# The lines to print, in order, in shown[1..shown_n]: for the session, the
+# calls already in progress when it began that ended within it (a worker of
+# a pool waiting in accept), then the calls made between the markers; for
+# the stop, every line from the SIGTERM on.
+function select_lines(    i) {
+    for (i = 1; i <= n; i++)
+        if (part == "session" && in_at[i] == 0 && done_at[i] == 1)
+            shown[++shown_n] = i
+    for (i = 1; i <= n; i++)
+        if ((part == "session" && in_at[i] == 1) || (part == "stop" && stop_at != "" && i >= stop_at))
+            shown[++shown_n] = i
+}
+
 END {
-    if (part == "session") {
-        from = marker[1]
-        to = marker[2] - 1
-    } else {
-        from = stop_at
-        to = n
-    }
-    if (from == "" || to == "" || from > to) {
+    select_lines()
+    if (shown_n == 0 || (part == "session" && markers < 2)) {
         print "strace-session.awk: no " part " in this trace" > "/dev/stderr"
         exit 1
     }
     role[main] = "main"
-    for (i = from; i <= to; i++) {
+    for (k = 1; k <= shown_n; k++) {
+        i = shown[k]
         text = slot[i]
         if (unfinished[i])
             sub(/ = .*$/, " = ? (still waiting)", text)
@@ -146,7 +167,12 @@ END {
             text = resumed[i]
             sub(/ = .*$/, result, text)
         }
-        note_new_task(text)
+        name_task(owner[i])
+        if (text ~ /^(clone|clone3|fork|vfork)\(.*= [0-9]+$/) {
+            child = text
+            sub(/.*= /, "", child)
+            name_task(child)
+        }
         who = (owner[i] in role) ? role[owner[i]] : "task ?"
         printf "%-9s %s\n", who, placeholders(text)
     }

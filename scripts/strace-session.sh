@@ -57,12 +57,18 @@ out=${STRACE_OUT:-out/strace}
 mkdir -p "$out"
 trace=$out/$row.trace
 
-# settled: the server is waiting again: no thread but those it started with,
-# no child process (not even a zombie), and no socket but its listeners.
+# tasks: the server's thread count and its child processes (zombies too).
+tasks() {
+    awk '/^Threads:/ { print $2 }' "/proc/$server/status"
+    ps -o pid= --ppid "$server" | sort || true # (ps fails when there is none)
+}
+
+# settled: the server is waiting again: the threads and child processes it
+# had once ready (a pool's workers, or none), and no socket but its
+# listeners.
 settled() {
     local sockets
-    [[ $(awk '/^Threads:/ { print $2 }' "/proc/$server/status") == "$threads" ]] || return 1
-    [[ -z $(ps -o pid= --ppid "$server") ]] || return 1
+    [[ $(tasks) == "$ready_tasks" ]] || return 1
     sockets=$(find "/proc/$server/fd" -lname 'socket:*' 2>/dev/null | wc -l)
     ((sockets == listeners))
 }
@@ -114,7 +120,7 @@ launch strace -f -qq -s 80 -o "$trace" "$dir/server" "${ports[@]}" -q "${args[@]
 wait_for "$tmp/ready" '^listening' "$listeners" || { echo "strace-session.sh: $row: too few ready lines" >&2; exit 1; }
 server=$(ps -o pid= --ppid "$pid" | tr -d ' ') # strace started the server as its child
 launched+=("$server")
-threads=$(awk '/^Threads:/ { print $2 }' "/proc/$server/status") # 2 under ThreadSanitizer
+ready_tasks=$(tasks) # a server prints its ready line once its workers run (2 threads under ThreadSanitizer)
 session warm-up
 mark 1
 session "$scenario"
