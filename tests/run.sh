@@ -18,7 +18,9 @@
 # tools, the lessons' commands) run once, after the rows, when no chapter is
 # named.
 # SUITE_FILES="tests/protocol.bats tests/cli.bats" runs only those files,
-# each with the rows it applies to.
+# each with the rows it applies to; EXCLUDE="python-socketserver" leaves
+# out those chapters or reference servers (and their modes) when none is
+# named.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/rows.sh
@@ -34,6 +36,9 @@ if (($# == 0)); then
     dirs=([0-9][0-9]-*/)
     dirs=("${dirs[@]%/}")
     mapfile -t -O "${#dirs[@]}" dirs < <(reference_names)
+    for skip in ${EXCLUDE:-}; do
+        for i in "${!dirs[@]}"; do [[ ${dirs[i]} != "$skip" ]] || unset "dirs[i]"; done
+    done
 else
     dirs=("$@")
 fi
