@@ -2,7 +2,7 @@
 #
 #   make               build every chapter, the tools, and the reference servers
 #                      whose libraries are installed (scripts/reference/)
-#   make chapter-N     build chapter N and run its guided demo (N = 1..7)
+#   make chapter-N     build chapter N and run its guided demo (N = 1..9)
 #   make test          the whole test suite, every chapter
 #   make test-N        the suite against chapter N only
 #   make strace-N      one client's session with chapter N's server, whole, under strace
@@ -10,7 +10,7 @@
 #   make compare A=N B=M   two stages side by side: their code (diff -u), their sessions, their calls
 #   make bench         every chapter and reference server under the same loads, side by side
 #                      (about 13 minutes; QUICK=1: one round of four loads, under 2 minutes)
-#   make c10k          10,000 connections at once on 06-epoll, both modes
+#   make c10k          10,000 connections at once on 06-epoll and 09-epoll-workers, both modes
 #   make lint          cppcheck and clang-tidy on the C, shellcheck on the scripts (half a minute)
 #   make clean
 #
@@ -68,6 +68,8 @@ bench:
 c10k: all
 	@scripts/c10k.sh 06-epoll
 	@scripts/c10k.sh 06-epoll -e
+	@scripts/c10k.sh 09-epoll-workers
+	@scripts/c10k.sh 09-epoll-workers -e
 
 lint:
 	@scripts/ensure-deps.sh cppcheck clang-tidy shellcheck

@@ -1,10 +1,10 @@
 /*
  * setup.c: what every chapter's server does the same way around serving:
  * numbers on the command line, the log, stopping on a signal, the
- * listening socket. This file is byte-for-byte the same in chapters 01 to
- * 06 (the suite checks it), so `diff` between two chapters' server.c shows
- * only what the stage changed. server.c includes it near its top, after
- * defining CHAPTER; it is not compiled on its own.
+ * listening socket. This file is byte-for-byte the same in every chapter
+ * but 07 (the suite checks it), so `diff` between two chapters' server.c
+ * shows only what the stage changed. server.c includes it near its top,
+ * after defining CHAPTER; it is not compiled on its own.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -127,8 +127,23 @@ static void install_signal_handlers(void)
 
 /* ============================ Listening socket ============================= */
 
-/* Create, bind and listen; print the ready line the tests wait for.
- * Returns the listening descriptor, or -1 after saying what went wrong. */
+/* The ready line the tests wait for, "listening on HOST:PORT", flushed at
+ * once. With -p 0 the kernel chose the port at bind(); ask which one. */
+static void print_ready_line(int fd, const char *host)
+{
+    struct sockaddr_in addr;
+    socklen_t len = sizeof addr;
+    memset(&addr, 0, sizeof addr);
+    if (getsockname(fd, (struct sockaddr *)&addr, &len) < 0)
+        perror("server: getsockname");
+    printf("listening on %s:%d\n", host, ntohs(addr.sin_port));
+    fflush(stdout);
+}
+
+/* Create, bind and listen, then print the ready line; a chapter that must
+ * start workers first defines READY_LINE_LATER and prints it itself once
+ * they run (08). Returns the listening descriptor, or -1 after saying what
+ * went wrong. */
 static int open_listener(const char *host, int port)
 {
     struct sockaddr_in addr;
@@ -156,12 +171,9 @@ static int open_listener(const char *host, int port)
         close(fd);
         return -1;
     }
-    /* With -p 0 the kernel chose the port at bind(); ask which one. */
-    socklen_t len = sizeof addr;
-    if (getsockname(fd, (struct sockaddr *)&addr, &len) < 0)
-        perror("server: getsockname");
-    printf("listening on %s:%d\n", host, ntohs(addr.sin_port));
-    fflush(stdout);
+#ifndef READY_LINE_LATER
+    print_ready_line(fd, host);
+#endif
     return fd;
 }
 

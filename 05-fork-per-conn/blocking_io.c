@@ -1,10 +1,10 @@
 /*
  * blocking_io.c: how chapter 01 talks to a client, with blocking calls:
  * recv() waits for bytes, send() waits for room, and the lingering close
- * waits for the client to close its end. Chapters 02, 04 and 05 serve their
- * clients with this same code, so it lives in this file, byte-for-byte the
- * same in those four chapters (the suite checks it). server.c includes it
- * after struct client and protocol.c.
+ * waits for the client to close its end. Chapters 02, 04, 05 and 08 serve
+ * their clients with this same code, so it lives in this file, byte-for-byte
+ * the same in those five chapters (the suite checks it). server.c includes
+ * it after struct client and protocol.c.
  */
 #include <errno.h>
 #include <poll.h>
@@ -83,7 +83,7 @@ static void discard_until_eof(int fd)
  * after the replies, then we read and discard until the client closes too,
  * and only then close(). A client that never closes holds us LINGER_MS: in
  * 01 the next client waits that long, in 02 every client does, in 04 and 05
- * only this client's own thread or process. */
+ * only this client's own thread or process, in 08 one worker of the pool. */
 static void close_client(struct client *c, const char *why)
 {
     shutdown(c->fd, SHUT_WR);

@@ -1,6 +1,6 @@
 /*
  * protocol.c: the course's line protocol, what a client and the server say
- * to each other. Byte-for-byte the same in chapters 01 to 06 (the suite
+ * to each other. Byte-for-byte the same in every chapter but 07 (the suite
  * checks it): the stages change how the server waits and who serves, never
  * what it answers. server.c includes it after defining struct client (with
  * its in, in_len, peer and local_port) and log_event(); reply() is the
@@ -49,23 +49,40 @@ static long parse_millis(const char *text, size_t len)
     return ms;
 }
 
+/* The slow work itself: this thread blocks for ms milliseconds. */
+static void sleep_ms(long ms)
+{
+    struct timespec left = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&left, &left) < 0 && errno == EINTR)
+        ; /* a signal woke us early: sleep the rest */
+}
+
+static enum next_step reply_slept(struct client *c, long ms)
+{
+    char line[32];
+    snprintf(line, sizeof line, "slept %ld", ms);
+    return reply_text(c, line);
+}
+
 /* "sleep <ms>" stands for slow work, such as a database call: the handler
- * blocks, and whatever else this thread would do waits with it. */
+ * blocks, and whatever else this thread would do waits with it. Unless the
+ * chapter defines HAND_OFF_SLEEP (09): then hand_off_sleep() gives the work
+ * to another thread, and the answer comes later (LATER). */
 static enum next_step handle_sleep(struct client *c, const char *arg, size_t len)
 {
-    char line[64];
     long ms = parse_millis(arg, len);
     if (ms < 0) {
+        char line[64];
         snprintf(line, sizeof line, "error usage: sleep <ms> with 0 <= ms <= %d", MAX_SLEEP_MS);
         return reply_text(c, line);
     }
     log_event("%s sleeps %ld ms", c->peer, ms);
-    struct timespec left = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&left, &left) < 0 && errno == EINTR)
-        ; /* a signal woke us early: sleep the rest */
-
-    snprintf(line, sizeof line, "slept %ld", ms);
-    return reply_text(c, line);
+#ifdef HAND_OFF_SLEEP
+    return hand_off_sleep(c, ms);
+#else
+    sleep_ms(ms);
+    return reply_slept(c, ms);
+#endif
 }
 
 static int line_is(const char *line, size_t len, const char *word)
@@ -104,7 +121,8 @@ static enum next_step reject_long_line(struct client *c)
 /* TCP carries a stream of bytes, not messages: one recv() may return half a
  * line, or three lines glued together (the "sticky packet" problem). So the
  * bytes collect in c->in, and every complete line is cut out at its '\n'.
- * What remains is the start of a line whose end has not arrived yet. */
+ * What remains is the start of a line whose end has not arrived yet, or,
+ * after a line answered LATER, the lines that wait for that answer. */
 static enum next_step handle_input(struct client *c)
 {
     size_t start = 0;
@@ -117,8 +135,11 @@ static enum next_step handle_input(struct client *c)
             len--; /* telnet and "nc -C" end lines with "\r\n" */
         if (len > MAX_LINE)
             return reject_long_line(c);
-        if (handle_line(c, line, len) == CLOSE)
+        enum next_step step = handle_line(c, line, len);
+        if (step == CLOSE)
             return CLOSE;
+        if (step == LATER)
+            break; /* the lines after it wait in c->in until its answer is out */
     }
     memmove(c->in, c->in + start, c->in_len - start);
     c->in_len -= start;

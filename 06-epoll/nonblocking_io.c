@@ -3,9 +3,9 @@
  * replies go into the client's output queue and leave as the socket takes
  * them, input is read only while the queue is short (backpressure), and
  * even the close is a state of the client with a deadline, not a wait.
- * Chapter 06 serves its clients with this same code, so it lives in this
- * file, byte-for-byte the same in 03 and 06 (the suite checks it). server.c
- * includes it after struct client and protocol.c.
+ * Chapters 06 and 09 serve their clients with this same code, so it lives
+ * in this file, byte-for-byte the same in 03, 06 and 09 (the suite checks
+ * it). server.c includes it after struct client and protocol.c.
  */
 #include <errno.h>
 #include <stdio.h>

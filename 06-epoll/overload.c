@@ -2,8 +2,8 @@
  * overload.c: what an event loop does when it cannot take a connection: it
  * refuses it with a line that says why, sheds it when descriptors run out,
  * and pauses accepting (never serving) on errors a retry cannot fix at once.
- * The same file in every chapter with an event loop (02, 03, 06; the suite
- * checks it). server.c includes it after protocol.c.
+ * The same file in every chapter with an event loop (02, 03, 06, 09; the
+ * suite checks it). server.c includes it after protocol.c.
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # scripts/bench-report.sh: the second half of scripts/bench.sh, which sources
 # it: from every run's line (runs.csv) to the medians (bench.csv), the tables
-# (bench.md), the ratios issue 12 set as targets, and the plot (bench.svg).
+# (bench.md), the ratios the course holds each stage to (its targets), and the plot (bench.svg).
 # It uses bench.sh's servers, cells, rounds, machine, out, raw and tmp.
 # shellcheck disable=SC2154 # those, set by scripts/bench.sh before it sources this
 
@@ -136,6 +136,7 @@ cell_label() {
     busy-10000) echo "10,000 busy" ;;
     idle-900) echo "900 idle + 10 busy" ;;
     churn) echo "short connections" ;;
+    mix) echo "100 busy, 10 % sleep 10" ;;
     esac
 }
 
@@ -206,13 +207,13 @@ target() {
         "per round:${rounds_list:- n/a}; medians' ratio $(ratio "$1" "$2" "$3" "$4")x"
 }
 
-# targets: issue 12's targets for 06, as ratios in this run (pinned).
+# targets: the course's targets for 06 against the libraries and 04, as ratios in this run (pinned).
 targets() {
     local cell r
     has 06-epoll libevent libuv 04-thread-per-conn || return 0
     echo
     echo "06-epoll against the others, this run: the median of the per-round ratios (see paired in"
-    echo "scripts/bench-report.sh), with issue 12's targets:"
+    echo "scripts/bench-report.sh), with the course's targets:"
     echo
     for cell in busy-100 busy-1000; do
         [[ " ${cells[*]} " == *" $cell "* ]] || continue
@@ -229,6 +230,51 @@ targets() {
         echo "- 900 idle + 10 busy: 06 / 03 messages per second $(ratio 06-epoll 03-select-rw-split idle-900 rate)x;" \
             "short connections: 06 / 05 $(ratio 06-epoll 05-fork-per-conn churn rate)x, 06 / 04 $(ratio 06-epoll 04-thread-per-conn churn rate)x the connections per second (medians' ratios)"
     fi
+}
+
+# targets_08: the course's targets for 08's pool, as ratios in this run
+# (pinned): short connections against 05 and 04 (churn), and, with a pool as
+# big as the load (08-prethreaded-pool+t100), long ones against 04.
+targets_08() {
+    local pool
+    has 08-prethreaded-pool || has 08-prethreaded-pool+t100 || return 0
+    echo
+    echo "08-prethreaded-pool against 04 and 05, this run: the median of the per-round ratios, with the course's targets:"
+    echo
+    if has 04-thread-per-conn 05-fork-per-conn && [[ " ${cells[*]} " == *" churn "* ]]; then
+        for pool in 08-prethreaded-pool 08-prethreaded-pool+prefork; do
+            has "$pool" || continue
+            target "$pool" 05-fork-per-conn churn cpu_us_per_op '<=' 0.25 "$pool / 05, server CPU per connection"
+            target "$pool" 04-thread-per-conn churn cpu_us_per_op '<=' 0.8 "$pool / 04, server CPU per connection"
+            target "$pool" 05-fork-per-conn churn rate '>=' 3 "$pool / 05, connections per second"
+        done
+    fi
+    if has 08-prethreaded-pool+t100 04-thread-per-conn && [[ " ${cells[*]} " == *" busy-100 "* ]]; then
+        target 08-prethreaded-pool+t100 04-thread-per-conn busy-100 rate '>=' 0.85 "08 -t 100 / 04, messages per second"
+        target 08-prethreaded-pool+t100 04-thread-per-conn busy-100 cpu_us_per_op '<=' 1.15 "08 -t 100 / 04, server CPU per echo"
+    fi
+}
+
+# targets_09: the course's targets for 09's pool, as ratios in this run
+# (pinned): plain echoes against 06 (a pool nobody uses must cost nothing),
+# and the sleep mix's messages per second against 06 and 04 (no target).
+targets_09() {
+    local cell against p
+    has 09-epoll-workers 06-epoll || return 0
+    echo
+    echo "09-epoll-workers against 06 and 04, this run: the median of the per-round ratios, with the course's targets:"
+    echo
+    for cell in busy-100 busy-1000; do
+        [[ " ${cells[*]} " == *" $cell "* ]] || continue
+        target 09-epoll-workers 06-epoll "$cell" cpu_us_per_op '<=' 1.1 "09 / 06, server CPU per echo"
+    done
+    [[ " ${cells[*]} " == *" mix "* ]] || return 0
+    for against in 06-epoll 04-thread-per-conn; do
+        has "$against" || continue
+        p=$(paired 09-epoll-workers "$against" mix rate)
+        echo "- $(cell_label mix): 09 / ${against%%-*}, messages per second **${p%% *}x**; per round:${p#* };" \
+            "medians' ratio $(ratio 09-epoll-workers "$against" mix rate)x"
+    done
 }
 
 # has SERVER...: every one of them is in this run.
@@ -278,14 +324,16 @@ write_report() {
     table "Peak server memory, VmHWM (and loadgen's CPU, % of one CPU)" fmt_memory
     not_run_list
     targets
+    targets_08
+    targets_09
     section_07_table
 }
 
 # ================================= Plot ======================================
 
-# Thirteen colours that tell thirteen lines apart; the reference servers'
+# Sixteen colours that tell sixteen lines apart; the reference servers'
 # lines are dashed, the chapters' solid.
-PLOT_COLOURS=('#1f77b4' '#ff7f0e' '#2ca02c' '#d62728' '#9467bd' '#8c564b' '#e377c2' '#000000' '#bcbd22' '#17becf' '#7f7f7f' '#aec7e8' '#98df8a')
+PLOT_COLOURS=('#1f77b4' '#ff7f0e' '#2ca02c' '#d62728' '#9467bd' '#8c564b' '#e377c2' '#000000' '#bcbd22' '#17becf' '#7f7f7f' '#aec7e8' '#98df8a' '#ffbb78' '#ff9896' '#c5b0d5')
 
 # plot_lines COLUMN: gnuplot's plot command, a line per server.
 plot_lines() {

@@ -4,8 +4,10 @@
 #
 # One load generator (scripts/loadgen) against every server, side by side in
 # one run. A SERVER is a chapter directory (04-thread-per-conn), a chapter in
-# one of its modes (06-epoll+et, 07-socketserver-clone+forking), or a
-# reference server of scripts/reference/ (its README.md): libevent and
+# one of its modes (06-epoll+et, 07-socketserver-clone+forking,
+# 08-prethreaded-pool+prefork; 08-prethreaded-pool+t100 is 08's pool of 100
+# threads, -t 100), or a reference server of scripts/reference/ (its
+# README.md): libevent and
 # libuv (event loops like 06, written as those libraries are meant to be
 # used), python-threading and python-forking (Python's ThreadingTCPServer and
 # ForkingTCPServer with a StreamRequestHandler, the source articles' design).
@@ -16,6 +18,9 @@
 #              design can hold them (not_run says why not, in the table)
 #   idle-900   900 idle connections held open, plus 10 busy ones
 #   churn      short connections: connect, greeting, quit, close (UNP ch. 30)
+#   mix        100 busy connections, a tenth of their lines "sleep 10" (slow
+#              work, 10 ms), the rest echoes: 09's pool against 06 (which
+#              sleeps in its loop) and 04 (a thread per client) only
 # Placements (-l, comma-separated; default pinned):
 #   pinned    server on CPU 0, loadgen on CPU 1 (taskset): the course's standard
 #   unpinned  wherever the scheduler puts them, as a user runs a server
@@ -49,7 +54,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
-all_cells=(busy-1 busy-10 busy-100 busy-1000 busy-10000 idle-900 churn)
+all_cells=(busy-1 busy-10 busy-100 busy-1000 busy-10000 idle-900 churn mix)
 rounds=3 placements=(pinned) cells=("${all_cells[@]}") quick='' out='' cells_given=''
 usage() {
     echo "usage: scripts/bench.sh [-q] [-r rounds] [-l pinned,unpinned] [-c cell,...] [-o dir] [server...]" >&2
@@ -97,6 +102,8 @@ server_command() {
     libevent | libuv) cmd=("scripts/reference/$1_echo" "${common[@]}") ;;
     *+et) cmd=("${1%+et}/server" "${common[@]}" -e) ;;
     *+forking) cmd=("${1%+forking}/server" "${common[@]}" --forking --max-children 20000) ;;
+    *+prefork) cmd=("${1%+prefork}/server" "${common[@]}" -f) ;;
+    *+t[0-9]*) cmd=("${1%+t*}/server" "${common[@]}" -t "${1##*+t}") ;;
     *) cmd=("$1/server" "${common[@]}") ;;
     esac
 }
@@ -117,15 +124,31 @@ not_run() {
     07-*,busy-10000) echo "two descriptors per client (the socket, and rfile's dup as in Python): 20,000 pass ulimit -n" ;;
     python-threading,busy-10000) echo "the thread cap: at 10,000 threads the GIL's hand-overs collapse (a trial echoed 164 msg/s, then timed out)" ;;
     python-forking,busy-10000) echo "the process cap: 10,000 interpreters, each copying the pages it touches (05's 10,000 C processes hold 10 GiB)" ;;
+    08-*,busy-* | 08-*,idle-900) pool_too_small "$@" ;;
+    04-thread-per-conn,mix | 06-epoll,mix | 09-*,mix) return 1 ;;
+    *,mix) echo "the sleep mix measures 09's pool against 06 and 04 only: a loop without a pool sleeps like 06, a task per client like 04" ;;
     *) return 1 ;;
     esac
+}
+
+# pool_too_small SERVER CELL: 08's pool (16 workers, or N for +tN) serves
+# that many connections at once; a cell that holds more never ends (prints
+# why), or fails when the pool is big enough.
+pool_too_small() {
+    local size=16 conns=${2#busy-}
+    [[ $1 != *+t* ]] || size=${1##*+t}
+    [[ $2 != idle-900 ]] || conns=910
+    ((conns > size)) || return 1
+    echo "a pool of $size serves $size connections at once; the others wait in the listen queue for one that never leaves"
 }
 
 # ============================== One run ======================================
 
 # loadgen_args CELL: what loadgen runs for this cell: 60,000 messages (-q:
 # 20,000), at least 10 per connection; half as many on one connection, which
-# is slower and costs more CPU per echo; churn, 3,000 connections (1,000).
+# is slower and costs more CPU per echo; churn, 3,000 connections (1,000);
+# mix, 10,000 lines (5,000), a tenth of them 10 ms of sleep: 06, which
+# sleeps them one after another, takes 10 s (5 s).
 # Enough that the server's CPU time, which /proc counts in clock ticks of
 # 10 ms, is known to a few percent.
 loadgen_args() {
@@ -135,6 +158,7 @@ loadgen_args() {
     busy-*) n=${1#busy-} && echo "-c $n -n $((total / n > 10 ? total / n : 10))" ;;
     idle-900) echo "-i 900 -c 10 -n $((total / 10))" ;;
     churn) echo "-r -c 4 -n $((quick ? 1000 : 3000))" ;;
+    mix) echo "-c 100 -n $((quick ? 50 : 100)) -S 10" ;; # 06 sleeps 10 s of it (5 s with -q)
     esac
 }
 
@@ -206,7 +230,8 @@ run_section() {
 # ================== System calls per echo, and the floor =====================
 
 # count_syscalls SERVER: its system calls per echo, and its epoll_ctl calls
-# per echo, from `perf stat` on the server (threads and children included)
+# per echo, from `perf stat` on the server (threads and children included:
+# those forked later inherit the counters, a pool's are named with -p)
 # while 100 connections ping-pong (one, for 01); appends "server,calls,epoll_ctl" to
 # syscalls.csv, "n/a" when perf cannot count here. A separate run: counting
 # costs time. Connecting 100 clients adds about 0.02 per echo.
@@ -216,7 +241,8 @@ count_syscalls() {
     pinning pinned
     server_command "$server"
     launch "${on_cpu0[@]}" "${cmd[@]}" 2>>"$raw/errors.log" || return 0
-    perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_epoll_ctl -x, -o "$tmp/perf" -p "$pid" \
+    perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_epoll_ctl -x, -o "$tmp/perf" \
+        -p "$(ps -o pid= --ppid "$pid" | xargs echo "$pid" | tr ' ' ,)" \
         2>>"$raw/errors.log" &
     perf_pid=$!
     sleep 0.5 # perf attaches to every thread first
@@ -275,6 +301,7 @@ if (($# > 0)); then
 else
     servers=(01-blocking 02-select-multiport 03-select-rw-split 04-thread-per-conn 05-fork-per-conn
         06-epoll 06-epoll+et 07-socketserver-clone 07-socketserver-clone+forking
+        08-prethreaded-pool 08-prethreaded-pool+prefork 09-epoll-workers
         libevent libuv python-threading python-forking)
 fi
 for server in "${servers[@]}"; do

@@ -9,8 +9,11 @@
 # for this stage (02: a client on each of three ports, first; a client that
 # never reads; 05: zombies; 06: level- against edge-triggered under strace,
 # then a busy client's round trip beside up to 2,000 idle ones, on 03 and
-# on 06; 07: the mix-ins), and the chapter's own notes (its README's "What
-# to notice" block). Finishes by itself, in seconds.
+# on 06; 07: the mix-ins; 08: a pool of three workers, threads then
+# processes, and a fourth client that waits for one; 09: a pool of two
+# workers for three sleeps while a fourth client pings, then the hand-off
+# under strace), and the chapter's own notes (its README's "What to notice"
+# block). Finishes by itself, in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 chapter=${1:?usage: scripts/demo.sh CHAPTER-DIRECTORY}
@@ -41,11 +44,13 @@ since() {
     awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'
 }
 
-timeline_scene() {
-    say "== three clients connect at the same moment; each sends 'sleep 1000', then 'quit' =="
+# clients_at_once N: N clients connect at the same moment, each sends
+# "sleep 1000" then "quit"; every line they receive is printed with the
+# time it came.
+clients_at_once() {
     echo "   time   who       received"
     local start=$EPOCHREALTIME who clients=()
-    for who in 1 2 3; do
+    for ((who = 1; who <= $1; who++)); do
         {
             printf 'sleep 1000\nquit\n' | timeout 20 "$client" -p "$port" 2>/dev/null |
                 while IFS= read -r line; do
@@ -55,6 +60,11 @@ timeline_scene() {
         clients+=($!)
     done
     wait "${clients[@]}"
+}
+
+timeline_scene() {
+    say "== three clients connect at the same moment; each sends 'sleep 1000', then 'quit' =="
+    clients_at_once 3
 }
 
 sticky_packets_scene() {
@@ -238,6 +248,66 @@ epoll_scene() {
     stop "$ep_pid"
 }
 
+# 08: a pool of 3 workers, threads then processes (-f): they wait in
+# accept() before any client comes; four clients at once, each asking for
+# a second of slow work: three are served at once, the fourth greeted only
+# when one of them leaves, by a worker already seen.
+pool_scene() {
+    local kind args
+    for kind in threads processes; do
+        args=(-p 0 -q -t 3)
+        [[ $kind == threads ]] || args+=(-f)
+        say "== a pool of 3 worker $kind: they wait in accept() before any client comes =="
+        echo "\$ $server ${args[*]}"
+        launch "$server" "${args[@]}"
+        if [[ $kind == threads ]]; then
+            echo "\$ ps -L -o pid,lwp,wchan:22 -p $pid      (main, then one line per thread)"
+            ps -L -o pid,lwp,wchan:22 -p "$pid" | sed 's/^/    /'
+        else
+            echo "\$ ps -o pid,ppid,wchan:22 -p $pid --ppid $pid      (the parent, then its children)"
+            ps -o pid,ppid,wchan:22 -p "$pid" --ppid "$pid" | sed 's/^/    /'
+        fi
+        echo "Four clients at once, each 'sleep 1000', three workers:"
+        clients_at_once 4
+        stop "$pid"
+    done
+    echo "(one client's greeting comes at 1 s, from a worker whose client just left, and its"
+    echo " 'slept 1000' at 2 s. Nobody refused it: it waited in the listen queue, connected.)"
+}
+
+# 09: the pool's limit, and the loop meanwhile: two workers, three clients
+# asking for a second of slow work at the same moment, and a fourth client
+# that pings 0.2 s later. Then "sleep 100" under strace: where it runs.
+workers_scene() {
+    say "== a pool of 2 workers: three clients 'sleep 1000' at once; a fourth pings 0.2 s later =="
+    start_server -w 2
+    local start=$EPOCHREALTIME
+    {
+        sleep 0.2 # by then the three sleeps are in the pool, or waiting for a worker
+        printf 'ping\nquit\n' | timeout 5 "$client" -p "$port" 2>/dev/null |
+            while IFS= read -r line; do printf '  %5ss  client 4  %s\n' "$(since "$start")" "$line"; done
+    } &
+    clients_at_once 3
+    wait $!
+    stop "$pid"
+    echo "(two sleeps end at 1 s, the third waits for a worker and ends at 2 s: 2 workers, 2 sleeps"
+    echo " at a time. The ping is answered at once: the loop never sleeps.)"
+    say "== 'sleep 100' under strace: the loop hands it to a worker, the eventfd brings it back =="
+    if ! command -v strace >/dev/null; then
+        echo "(strace is not installed: 'make strace-9' installs it, or 'sudo apt-get install strace'; scene skipped)"
+        return
+    fi
+    if ! SCENARIO=sleep STRACE_OUT=$tmp/strace scripts/strace-session.sh -s "$chapter" 2>"$tmp/strace.err"; then
+        echo "(strace could not trace the server here: $(tail -1 "$tmp/strace.err"); scene skipped)"
+        return
+    fi
+    echo "\$ SCENARIO=sleep scripts/strace-session.sh $chapter      (from the line to its answer:)"
+    awk '/recvfrom\(.*"sleep 100\\n"/ { on = 1 } on { print } on && /sendto\(.*"slept 100\\n"/ { exit }' \
+        "$tmp/strace/$chapter.sleep.session" | sed 's/^/    /'
+    echo "(main is the loop, thread 1 a worker. The futex calls are the lock and the condition"
+    echo " variable; write(3) adds 1 to the eventfd, which wakes main's epoll_wait.)"
+}
+
 # 07: one library, three mix-ins. Each server holds three clients at once;
 # their greetings say who serves them (pid, tid).
 mixins_scene() {
@@ -283,6 +353,8 @@ timeline_scene
 sticky_packets_scene
 [[ $chapter == 01-* ]] || flood_scene
 [[ $chapter != 05-* ]] || zombie_scene
+[[ $chapter != 08-* ]] || pool_scene
+[[ $chapter != 09-* ]] || workers_scene
 if [[ $chapter == 06-* ]]; then
     trigger_scene
     epoll_scene

@@ -4,7 +4,8 @@
  * connections at once, so the client costs less than the servers it measures.
  *
  *   loadgen -p PORT[,PORT...] [-H host] [-c conns] [-i idle] [-n msgs]
- *           [-s size] [-k inflight] [-r] [-t seconds] [-P server-pid] [-C]
+ *           [-s size] [-S percent] [-k inflight] [-r] [-t seconds]
+ *           [-P server-pid] [-C]
  *   loadgen --unix PATH [the same options but -H and -p]
  *
  *   -p  the server's port(s); connections are spread over them round-robin
@@ -15,6 +16,8 @@
  *   -n  lines each busy connection sends (default 1000; 0: connect only);
  *       with -r, the number of connections to complete
  *   -s  bytes per line, '\n' included (default 64, from 16 to 4097)
+ *   -S  this share of the lines, in percent, is "sleep 10" instead: slow
+ *       work for the server (10 ms), answered "slept 10" (default 0)
  *   -k  lines in flight per connection (default 1: strict ping-pong)
  *   -r  churn: -c connections at a time, each connects, reads the greeting,
  *       sends "quit", reads "bye", sees the server close, and closes
@@ -113,6 +116,7 @@ static struct {
     int ports[MAX_PORTS], nports;
     const char *unix_path; /* --unix: this socket file instead of host and ports */
     int conns, idle, msgs, size, inflight;
+    int sleep_pct;    /* -S */
     int churn, csv;
     int timeout;      /* seconds, for the whole run */
     long server_pid;  /* 0: no -P */
@@ -122,7 +126,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: loadgen -p port[,port...] [-H host] [-c conns] [-i idle] [-n msgs]\n"
-            "               [-s size] [-k inflight] [-r] [-t seconds] [-P server-pid] [-C]\n"
+            "               [-s size] [-S percent] [-k inflight] [-r] [-t seconds]\n"
+            "               [-P server-pid] [-C]\n"
             "       loadgen --unix path [the same options but -H and -p]\n");
     exit(2);
 }
@@ -172,7 +177,7 @@ static void parse_options(int argc, char **argv)
     struct sockaddr_un un;
     int c;
     parse_host("127.0.0.1");
-    while ((c = getopt_long(argc, argv, "p:H:c:i:n:s:k:rt:P:C", long_options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "p:H:c:i:n:s:S:k:rt:P:C", long_options, NULL)) != -1) {
         switch (c) {
         case 'p': parse_ports(optarg); break;
         case 'u': opt.unix_path = optarg; break;
@@ -181,6 +186,7 @@ static void parse_options(int argc, char **argv)
         case 'i': opt.idle = (int)parse_number(optarg, 0, MAX_CONNS); break;
         case 'n': opt.msgs = (int)parse_number(optarg, 0, MAX_MSGS); break;
         case 's': opt.size = (int)parse_number(optarg, MIN_SIZE, MAX_SIZE); break;
+        case 'S': opt.sleep_pct = (int)parse_number(optarg, 0, 100); break;
         case 'k': opt.inflight = (int)parse_number(optarg, 1, MAX_INFLIGHT); break;
         case 'r': opt.churn = 1; break;
         case 't': opt.timeout = (int)parse_number(optarg, 1, 3600); break;
@@ -541,26 +547,55 @@ static size_t take_greeting(struct conn *c, const char *buf, size_t n)
 
 /* ================================ Phase 2 ================================== */
 
-/* Line seq of connection id, '\n' included. It starts with 'm', so the server
- * never takes it for a command (quit, exit, sleep), and the filler shifts
- * with seq and position, so a byte out of place shows. The same call
- * rebuilds a line to check its echo: no connection keeps a copy. */
-static void make_line(char *line, int id, uint32_t seq)
+/* -S: slow work for the server, and its answer. */
+static const char SLEEP_LINE[] = "sleep 10\n";
+static const char SLEPT_LINE[] = "slept 10\n";
+
+/* Is line seq of connection id a "sleep 10"? Those whose (37 seq + id) mod
+ * 100 falls below -S: exactly that share of every 100 lines of a
+ * connection (37 and 100 have no common factor), spread out, and at other
+ * places on each connection. */
+static int is_sleep(int id, uint32_t seq)
+{
+    return (int)((seq * 37u + (uint32_t)id) % 100u) < opt.sleep_pct;
+}
+
+/* Line seq of connection id, '\n' included; returns its length. It starts
+ * with 'm', so the server never takes it for a command (quit, exit, sleep),
+ * and the filler shifts with seq and position, so a byte out of place
+ * shows. Or, for -S, "sleep 10". */
+static size_t make_line(char *line, int id, uint32_t seq)
 {
     size_t size = (size_t)opt.size;
+    if (is_sleep(id, seq)) {
+        memcpy(line, SLEEP_LINE, sizeof SLEEP_LINE - 1);
+        return sizeof SLEEP_LINE - 1;
+    }
     int head = snprintf(line, size, "m%x.%x ", (unsigned)id, (unsigned)seq);
     for (size_t j = (size_t)head; j < size - 1; j++)
         line[j] = (char)('a' + (seq + j) % 26);
     line[size - 1] = '\n';
+    return size;
+}
+
+/* The answer line seq must get: its echo, rebuilt (no connection keeps a
+ * copy), or "slept 10". Returns its length. */
+static size_t make_reply(char *line, int id, uint32_t seq)
+{
+    if (is_sleep(id, seq)) {
+        memcpy(line, SLEPT_LINE, sizeof SLEPT_LINE - 1);
+        return sizeof SLEPT_LINE - 1;
+    }
+    return make_line(line, id, seq);
 }
 
 static void send_line(struct conn *c)
 {
     static char line[MAX_SIZE];
-    make_line(line, c->id, c->sent);
+    size_t len = make_line(line, c->id, c->sent);
     c->sent_at[c->sent % (uint32_t)opt.inflight] = now_ns();
     c->sent++;
-    send_bytes(c, line, (size_t)opt.size);
+    send_bytes(c, line, len);
 }
 
 /* A line came back whole: its latency runs from its send to its last byte.
@@ -577,8 +612,8 @@ static void line_echoed(struct conn *c)
         set_state(c, FINISHED);
 }
 
-/* Compare echoed bytes with the line they should repeat, as far as this
- * piece of it goes. Returns the bytes used. */
+/* Compare the bytes that came with the answer they should be (make_reply),
+ * as far as this piece of it goes. Returns the bytes used. */
 static size_t take_echo(struct conn *c, const char *buf, size_t n)
 {
     static char expected[MAX_SIZE];
@@ -586,9 +621,9 @@ static size_t take_echo(struct conn *c, const char *buf, size_t n)
         fail(c, "%zu bytes arrived that were never sent", n);
         return n;
     }
-    size_t want = (size_t)opt.size - c->rx;
+    size_t len = make_reply(expected, c->id, c->echoed);
+    size_t want = len - c->rx;
     size_t take = n < want ? n : want;
-    make_line(expected, c->id, c->echoed);
     for (size_t i = 0; i < take; i++) {
         if (buf[i] != expected[c->rx + i]) {
             fail(c, "echo of line %u differs at byte %zu: sent 0x%02x, got 0x%02x",
@@ -597,7 +632,7 @@ static size_t take_echo(struct conn *c, const char *buf, size_t n)
         }
     }
     c->rx += (uint32_t)take;
-    if (c->rx == (uint32_t)opt.size)
+    if (c->rx == (uint32_t)len)
         line_echoed(c);
     return take;
 }

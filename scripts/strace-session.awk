@@ -23,9 +23,11 @@
 #   - strace's padding before " = " is squeezed to one space;
 #   - the markers' own traces are left out: the call the end marker
 #     interrupted (where the server waits for what comes next) ends in
-#     "= ? (still waiting)" instead of strace's ERESTART or EINTR; a poll()
-#     the first marker interrupted, which the kernel resumes as
-#     restart_syscall(), is shown as the poll() it is.
+#     "= ? (still waiting)" instead of strace's ERESTART or EINTR, and so
+#     does a call made in the session that the marker did not interrupt
+#     (a pool's worker back in accept), its arguments not yet known shown
+#     as "..."; a poll() the first marker interrupted, which the kernel
+#     resumes as restart_syscall(), is shown as the poll() it is.
 
 # The text of a line after strace's pid column.
 function text_of(line) {
@@ -47,7 +49,7 @@ function store(pid, text) {
 function name_pids(s,    out, rest, found, start, end, i) {
     out = ""
     rest = s
-    while (match(rest, /(= |si_pid=|pid=|tid=|wait4\(|\[)[0-9]+/)) {
+    while (match(rest, /(= |si_pid=|pid=|tid=|wait4\(|kill\(|\[)[0-9]+/)) {
         found = substr(rest, RSTART, RLENGTH)
         start = RSTART
         end = RSTART + RLENGTH
@@ -56,7 +58,7 @@ function name_pids(s,    out, rest, found, start, end, i) {
         found = substr(found, 1, RSTART - 1)
         if (i in role)
             found = found "<" role[i] ">"
-        else if (found ~ /pid=$|tid=$|wait4\($/)
+        else if (found ~ /pid=$|tid=$|wait4\($|kill\($/)
             found = found "PID"
         else
             found = found i
@@ -113,6 +115,9 @@ function name_task(pid) {
     } else if (text ~ /^--- SIGWINCH /) {
         markers++
         marker[markers] = n + 1 # the first line after the marker
+        for (p in pending) # calls made in the session, still waiting at its end
+            if (markers == 2 && in_at[pending[p]] == 1)
+                waiting[pending[p]] = slot[pending[p]]
         # The markers interrupt the call the server was waiting in.
         if (slot[last[pid]] ~ /= (\? ERESTART|-1 EINTR)/) {
             if (markers == 1)
@@ -161,6 +166,8 @@ END {
         text = slot[i]
         if (unfinished[i])
             sub(/ = .*$/, " = ? (still waiting)", text)
+        if (i in waiting)
+            text = waiting[i] "...) = ? (still waiting)"
         if (i in resumed) {
             result = text
             sub(/^.* = /, " = ", result)

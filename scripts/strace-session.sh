@@ -25,6 +25,8 @@
 # SCENARIO=flood: the session's client is `scripts/probe -f 16`, which sends
 # lines of 1 KiB and never reads a reply, until 16 MiB are sent or the
 # server stops taking them for a second, then leaves (chapter 03's lesson).
+# SCENARIO=sleep: the chapter's client sends "sleep 100", then "quit": where
+# the slow work runs (chapter 09's lesson: in a worker thread).
 #
 # Writes out/strace/NAME.trace (strace's own output), out/strace/NAME.session
 # and out/strace/NAME.stop (made comparable by scripts/strace-session.awk),
@@ -50,7 +52,7 @@ transport=$(row_value "$row" transport || echo tcp) # a row of its own args is T
 [[ $transport == tcp ]] ||
     { echo "strace-session.sh: $row is served over $transport; this scenario speaks TCP" >&2; exit 2; }
 scenario=${SCENARIO:-echo}
-[[ $scenario == echo || $scenario == flood ]] || { echo "strace-session.sh: SCENARIO is echo or flood" >&2; exit 2; }
+[[ $scenario =~ ^(echo|flood|sleep)$ ]] || { echo "strace-session.sh: SCENARIO is echo, flood or sleep" >&2; exit 2; }
 [[ $scenario == echo ]] || row+=".$scenario"
 [[ -x $dir/server ]] || { echo "strace-session.sh: build $dir first (make -C $dir)" >&2; exit 1; }
 out=${STRACE_OUT:-out/strace}
@@ -63,14 +65,24 @@ tasks() {
     ps -o pid= --ppid "$server" | sort || true # (ps fails when there is none)
 }
 
+# asleep: every thread of the server and of its children sleeps in a call
+# (state S); none is between two calls, as a pool's worker is after a
+# client's close and before its next accept.
+asleep() {
+    local pid
+    for pid in "$server" $(ps -o pid= --ppid "$server"); do
+        awk '$3 != "S" { exit 1 }' "/proc/$pid/task/"*/stat 2>/dev/null || return 1
+    done
+}
+
 # settled: the server is waiting again: the threads and child processes it
-# had once ready (a pool's workers, or none), and no socket but its
-# listeners.
+# had once ready (a pool's workers, or none), no socket but its listeners,
+# and every task asleep.
 settled() {
     local sockets
     [[ $(tasks) == "$ready_tasks" ]] || return 1
     sockets=$(find "/proc/$server/fd" -lname 'socket:*' 2>/dev/null | wc -l)
-    ((sockets == listeners))
+    ((sockets == listeners)) && asleep
 }
 
 # mark N: once the server has settled, a SIGWINCH, the trace's Nth; returns
@@ -99,6 +111,7 @@ session() {
     case $1 in
     warm-up) printf 'one\nquit\n' | "${client[@]}" >/dev/null ;;
     echo) printf 'one\ntwo\nthree\nquit\n' | "${client[@]}" >/dev/null ;;
+    sleep) printf 'sleep 100\nquit\n' | "${client[@]}" >/dev/null ;;
     flood) flood ;;
     esac
 }

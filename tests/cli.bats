@@ -31,18 +31,24 @@ load helpers
 
 # stops_with SIGNAL: the server exits with status 0 on SIGNAL, even while a
 # client is connected. Where each client has its own process, that process
-# goes on serving its client to the end.
+# goes on serving its client to the end; a pool of processes stops its
+# workers and reaps them before it exits.
 stops_with() {
+    local status=0 children child
     start_server
     open_session A
     hears A '^hello'
+    children=$(server_children)
     SERVER_MAY_EXIT=1
     kill "-$1" "$SERVER_PID"
     until_within 5 has_exited "$SERVER_PID" || fail "still running 5 s after SIG$1"
-    local status=0
     wait "$SERVER_PID" || status=$?
     assert_equal "$status" 0
-    if [[ $(expect served_by) == process ]]; then
+    if [[ $(expect served_by) == process && -n $(pool_size) ]]; then
+        for child in $children; do
+            ! kill -0 "$child" 2>/dev/null || fail "worker $child outlived the server: $(ps -o pid=,stat= -p "$child")"
+        done
+    elif [[ $(expect served_by) == process ]]; then
         say A "still served"
         hears A '^still served$'
     fi

@@ -3,7 +3,8 @@
 # stages apart. Each one reads this chapter's row of tests/expectations.txt
 # and asserts the positive or the negative outcome; 01-blocking is the
 # negative control that proves the suite can tell serial from concurrent.
-# Stream rows only (TCP or a Unix stream socket).
+# A pool (clients pool:N) serves N at once: the tests at the end show both
+# halves of its limit. Stream rows only (TCP or a Unix stream socket).
 
 load helpers
 
@@ -27,7 +28,7 @@ greeted() {
     open_session A
     hears A '^hello'
     open_session B
-    if [[ $(expect clients) == concurrent ]]; then
+    if [[ $(expect clients) != serial ]]; then
         hears B '^hello' 2
         say B "B is served"
         hears B '^B is served$' 2
@@ -46,7 +47,8 @@ greeted() {
 
 @test "100 clients connected at once are all greeted while all stay connected" {
     local want=100
-    [[ $(expect clients) == concurrent ]] || want=1
+    [[ $(expect clients) != serial ]] || want=1
+    [[ -z $(pool_size) ]] || want=$(pool_size) # the others wait in the listen queue
     start_server
     hold many 100
     assert_equal "$(greeted many)" "$want"
@@ -59,7 +61,7 @@ distinct() {
 
 @test "the greetings show who serves: one process, a thread each, or a process each" {
     local clients=10 pids
-    [[ $(expect clients) == concurrent ]] || clients=1
+    [[ $(expect clients) != serial ]] || clients=1
     start_server
     hold many "$clients"
     assert_equal "$(greeted many)" "$clients"
@@ -83,10 +85,11 @@ distinct() {
 }
 
 @test "a client that floods without reading: the others stall, or are served" {
-    local outcome
+    local outcome before
     outcome=$(expect flood)
     [[ $outcome != - ]] || skip "one client at a time: there is no other client to stall"
     start_server
+    before=$(server_rss_kib) # a pool's workers, and a sanitizer's shadow memory in each, are there already
     # Up to 100 MiB of 1 KiB lines, never reading a reply; "sent" is printed
     # once it is done, or once the server has taken nothing for a second.
     in_background flood "$PROBE" "${TO_SERVER[@]}" -f 100 -t 20
@@ -97,7 +100,7 @@ distinct() {
     else
         assert_line --index 1 "ping"
         # and the flood did not make the server hold its bytes in memory
-        assert [ "$(server_rss_kib)" -lt $((64 * 1024)) ]
+        assert [ $(($(server_rss_kib) - before)) -lt $((64 * 1024)) ]
     fi
 }
 
@@ -154,8 +157,15 @@ PY
     ping_while_a_sleeps
 }
 
+# skip_without_cap: skip a test of -m on a row where it caps nothing.
+skip_without_cap() {
+    [[ $(expect cap) == - ]] || return 0
+    [[ -z $(pool_size) ]] || skip "a pool: its size is its cap, and the clients past it wait in the listen queue"
+    skip "one client at a time: -m has nothing to cap"
+}
+
 @test "past the cap (-m 3), a client gets 'error server busy'; it is served once others leave" {
-    [[ $(expect cap) != - ]] || skip "one client at a time: -m has nothing to cap"
+    skip_without_cap
     start_server -m 3
     hold three 3
     assert_equal "$(greeted three)" 3
@@ -166,7 +176,7 @@ PY
 }
 
 @test "1,100 connections at once with -m 1000: the server stays up, the extras get 'error server busy'" {
-    [[ $(expect cap) != - ]] || skip "one client at a time: -m has nothing to cap"
+    skip_without_cap
     start_server -m 1000
     hold many 1100
     assert_equal "$(greeted many)" 1000
@@ -176,7 +186,7 @@ PY
 }
 
 @test "with -m 2000, 1,100 connections: select() refuses descriptors past FD_SETSIZE; others serve all" {
-    [[ $(expect cap) != - ]] || skip "one client at a time: -m has nothing to cap"
+    skip_without_cap
     local first_fd want
     [[ $(ulimit -Hn) == unlimited || $(ulimit -Hn) -ge 4096 ]] || skip "needs a hard limit of 4096 descriptors (ulimit -Hn)"
     ulimit -n 4096 # the server must be able to open descriptors past 1024
@@ -198,7 +208,8 @@ no_helpers_left() {
 
 @test "100 clients hold a thread or a process each while connected; a second after they leave, none remains" {
     local baseline tid
-    [[ $(expect clients) == concurrent ]] || skip "one client at a time: nothing to pile up"
+    [[ $(expect clients) != serial ]] || skip "one client at a time: nothing to pile up"
+    [[ -z $(pool_size) ]] || skip "a pool: its workers are made at start (see the pool's tests)"
     start_server
     # One client first, and its thread gone: threads started lazily (such
     # as ThreadSanitizer's) then belong to the baseline.
@@ -217,6 +228,8 @@ no_helpers_left() {
 
 @test "1,000 clients through scripts/loadgen: all greeted while all connected, every echo exact" {
     start_server -m 2000
+    local want=1 # greeted while all open, where not all are: one at a time, or a pool's N
+    [[ -z $(pool_size) ]] || want=$(pool_size)
     if [[ $(expect clients) == concurrent ]]; then
         run timeout 60 "$ROOT/scripts/loadgen" "${TO_ALL[@]}" -c 1000 -n 20 -k 2 -s 100 -t 50
         assert_success
@@ -225,13 +238,13 @@ no_helpers_left() {
     else
         run timeout 20 "$ROOT/scripts/loadgen" "${TO_ALL[@]}" -c 1000 -n 20 -t 3
         assert_failure
-        assert_output --partial "1000 opened, 1 greeted while all open"
+        assert_output --partial "1000 opened, $want greeted while all open"
     fi
 }
 
 @test "out of descriptors (ulimit -n 64, 100 clients): no spin, and served again once clients leave" {
     local before used hz conn line start i
-    [[ $(expect clients) == concurrent ]] || skip "one client at a time: it never runs out of descriptors"
+    [[ $(expect clients) != serial ]] || skip "one client at a time: it never runs out of descriptors"
     SERVER_FD_LIMIT=64 start_server
     on_unix || exec {conn}<>"/dev/tcp/127.0.0.1/$PORT" # connected before the limit
     hold many 100
@@ -256,4 +269,182 @@ no_helpers_left() {
     fi
     finish many
     served_again
+}
+
+# ------------------------------- a pool of N ---------------------------------
+
+# workers: the server's workers, one id a line, sorted: its threads but main
+# (a sanitizer's own thread too, if it has one), or its child processes.
+workers() {
+    if [[ $(expect served_by) == process ]]; then
+        server_children | tr -d ' ' | sort
+    else
+        find "/proc/$SERVER_PID/task" -mindepth 1 -maxdepth 1 -printf '%f\n' | grep -vx "$SERVER_PID" | sort
+    fi
+}
+
+# served_by_ids NAME: who served NAME's connections, as their greetings say
+# (tid=, which is also the pid of a worker process), one id a line, sorted.
+served_by_ids() {
+    grep -o '^hello .* tid=[0-9]*' "$BATS_TEST_TMPDIR/$1.out" | sed 's/.*tid=//' | sort -u
+}
+
+@test "a pool of N: N clients are served at once; client N+1 is greeted once one leaves, and at once" {
+    local n start
+    n=$(pool_size)
+    [[ -n $n ]] || skip "not a pool: no fixed number of clients served at once"
+    start_server
+    hold busy $((n - 1))
+    assert_equal "$(greeted busy)" $((n - 1))
+    open_session A # the Nth client: now every worker is busy
+    hears A '^hello'
+    open_session B # connected, but in the listen queue: nobody accepts it
+    run hears B '^hello' 1
+    assert_failure
+    say A quit
+    hears A '^bye$'
+    start=$EPOCHREALTIME # A's worker is free: it accepts B at once
+    hears B '^hello' 2
+    refute is_at_least "$(seconds_since "$start")" 0.5
+    say B "B is served"
+    hears B '^B is served$'
+}
+
+@test "a pool of N: its N workers exist before the first client, serve every client, and stay" {
+    local n before
+    n=$(pool_size)
+    [[ -n $n ]] || skip "not a pool: a worker is made for each client, or there is none"
+    start_server
+    talk q >/dev/null # a first client: threads a sanitizer starts lazily belong to the baseline
+    before=$(workers)
+    if [[ $(expect served_by) == process ]]; then
+        assert_equal "$(wc -l <<<"$before")" "$n"
+    else
+        assert [ "$(wc -l <<<"$before")" -ge "$n" ]
+    fi
+    hold many 100
+    assert_equal "$(greeted many)" "$n"
+    assert_equal "$(served_by_ids many | wc -l)" "$n" # N workers, a client each
+    assert_equal "$(comm -23 <(served_by_ids many) <(echo "$before"))" "" # all made before
+    finish many
+    served_again
+    assert_equal "$(workers)" "$before" # none ended, none was added
+}
+
+# replaced N VICTIM: the pool has N workers again, and VICTIM is not one.
+replaced() {
+    [[ $(workers | wc -l) == "$1" ]] && ! workers | grep -qx "$2"
+}
+
+@test "a pool of processes: a worker that dies is reaped and replaced, and the pool serves on" {
+    local n victim
+    n=$(pool_size)
+    [[ -n $n && $(expect served_by) == process ]] || skip "not a pool of processes"
+    start_server
+    victim=$(workers | head -1)
+    kill -KILL "$victim"
+    until_within 2 replaced "$n" "$victim" ||
+        fail "after worker $victim died the pool has: $(workers | xargs)"
+    hold many "$n"
+    assert_equal "$(greeted many)" "$n"
+}
+
+# ------------------- a loop that hands slow work to a pool -------------------
+
+# hands_off_sleep: one thread serves every client, and yet a client's
+# "sleep" stalls nobody: the loop gives the sleep to worker threads (09).
+hands_off_sleep() {
+    [[ $(expect served_by) == one && $(expect sleep) == serves ]]
+}
+
+# slept NAMES...: how many "slept" replies those sessions have had so far.
+slept() {
+    local name count=0
+    for name in "$@"; do
+        count=$((count + $(grep -c '^slept' "$BATS_TEST_TMPDIR/$name.out" || true)))
+    done
+    echo "$count"
+}
+
+# slept_at_least COUNT NAMES...: the sessions have had COUNT "slept" replies.
+slept_at_least() {
+    local count=$1
+    shift
+    (($(slept "$@") >= count))
+}
+
+@test "a loop with a pool of 2 workers: 3 clients sleeping 1 s at once take about 2 s" {
+    local start first name
+    hands_off_sleep || skip "no pool for slow work"
+    start_server -w 2
+    for name in A B C; do open_session "$name"; done
+    for name in A B C; do hears "$name" '^hello'; done
+    start=$EPOCHREALTIME
+    for name in A B C; do say "$name" "sleep 1000"; done
+    # Two workers: two sleeps end after about 1 s, the third waits for a
+    # worker and ends after about 2 s.
+    until_within 5 slept_at_least 2 A B C
+    first=$(seconds_since "$start")
+    assert is_at_least "$first" 0.9
+    refute is_at_least "$first" 1.5
+    assert_equal "$(slept A B C)" 2
+    until_within 5 slept_at_least 3 A B C
+    assert is_at_least "$(seconds_since "$start")" 1.9
+    refute is_at_least "$(seconds_since "$start")" 3.5
+}
+
+@test "a loop with a pool: a client's replies keep the order of its lines while its sleep is away" {
+    hands_off_sleep || skip "no pool for slow work"
+    start_server
+    local sent='one\nsleep 300\ntwo\nsleep 0\nthree\nq\n' replies='one\nslept 300\ntwo\nslept 0\nthree\nbye'
+    # All in one segment: the lines after a sleep wait in the server's
+    # buffer. One byte per segment (-s): they wait in the kernel's.
+    run timeout 10 "$PROBE" "${TO_SERVER[@]}" -n 7 -t 8 < <(printf '%b' "$sent")
+    assert_success
+    assert_equal "$(sed 1d <<<"$output")" "$(printf '%b' "$replies")"
+    run timeout 10 "$PROBE" "${TO_SERVER[@]}" -s -n 7 -t 8 < <(printf '%b' "$sent")
+    assert_success
+    assert_equal "$(sed 1d <<<"$output")" "$(printf '%b' "$replies")"
+}
+
+@test "a loop with a pool: a client that resets or closes while its sleep runs costs nothing, and is not answered" {
+    local before used hz b
+    hands_off_sleep || skip "no pool for slow work"
+    start_server
+    # A sends "sleep 1000" and, once the server has handed it off, resets.
+    run timeout 10 python3 - "$PORT" "$BATS_TEST_TMPDIR/server.err" <<'PY'
+import socket, struct, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+s.recv(4096)  # the greeting
+s.sendall(b"sleep 1000\n")
+deadline = time.monotonic() + 5
+while b"sleeps 1000 ms" not in open(sys.argv[2], "rb").read():
+    if time.monotonic() > deadline:
+        sys.exit("the server never took the sleep")
+    time.sleep(0.01)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()  # with SO_LINGER 0: RST
+PY
+    assert_success
+    # B sends "sleep 1000" and closes (FIN) while it runs.
+    exec {b}<>"/dev/tcp/127.0.0.1/$PORT"
+    printf 'sleep 1000\n' >&"$b"
+    wait_for "$BATS_TEST_TMPDIR/server.err" 'sleeps 1000 ms' 2
+    exec {b}>&-
+    # While the two jobs run, the loop does not spin on the connections gone.
+    before=$(server_cpu_ticks)
+    sleep 0.5 # the measurement window: CPU used during half a second
+    used=$(($(server_cpu_ticks) - before))
+    hz=$(getconf CLK_TCK)
+    assert [ "$used" -lt $((hz / 10)) ]
+    # C comes after them (reusing their memory, perhaps their descriptor),
+    # and its own sleep ends after theirs: it hears its answer, not theirs.
+    open_session C
+    hears C '^hello'
+    say C "sleep 700"
+    hears C '^slept' 5
+    assert_equal "$(grep -vc '^hello' "$BATS_TEST_TMPDIR/C.out")" 1
+    hears C '^slept 700$'
+    say C ping
+    hears C '^ping$'
 }

@@ -50,6 +50,14 @@ expect() {
 # tcp, unix, udp or unixgram: how this row's clients reach its server.
 TRANSPORT=$(expect transport)
 
+# pool_size: N, for a row that serves its clients with a pool of N workers
+# (its clients column says pool:N); nothing for any other row.
+pool_size() {
+    local clients
+    clients=$(expect clients)
+    if [[ $clients == pool:* ]]; then echo "${clients#pool:}"; fi
+}
+
 # ---------------------------------- waiting ----------------------------------
 
 # until_within SECONDS COMMAND...: poll COMMAND every 20 ms until it

@@ -34,9 +34,10 @@ calls_of() {
 }
 
 @test "strace: the whole session, from accept to close, in the task that serves it" {
-    local task
+    local task acceptor=main
     task=$(serving_task)
-    run calls_of main
+    [[ $(expect waits_in) != pool-accept ]] || acceptor=$task # a pool's worker accepts for itself
+    run calls_of "$acceptor"
     assert_line --regexp '^accept4?\(.*\) = [0-9]+$'
     run calls_of "$task"
     assert_line --regexp "^sendto\([0-9]+, \"hello chapter=$CHAPTER_DIR pid=<[a-z0-9 ]+> tid=<$task> "
@@ -48,8 +49,15 @@ calls_of() {
     assert_line --regexp '^close\([0-9]+\) = 0$'
     # Who made the serving task, and nobody else served: no new task for one
     # task; for a thread each, clone3 with CLONE_THREAD; for a process each,
-    # a clone without it (fork), and the parent reaps the child.
+    # a clone without it (fork), and the parent reaps the child. A pool's
+    # workers exist before the session: no task is made in it, and none but
+    # main and the worker that serves shows up.
     run calls_of main
+    if [[ $(expect waits_in) == pool-accept ]]; then
+        refute grep -E '^.{10}(clone|clone3|fork|vfork)\(' "$SESSION"
+        refute grep -vE "^(main|$task) " "$SESSION"
+        return
+    fi
     case $(expect served_by) in
     one) refute grep -E '^(thread|child) ' "$SESSION" ;;
     thread)
@@ -123,6 +131,18 @@ between() {
         else # level-triggered: one read per wake-up is enough
             assert_output 'wake-ups 7, reads that ended in one EAGAIN 0, other endings 4'
         fi
+        ;;
+    pool-accept)
+        # main only waits, in pause() (threads) or in wait4() for a worker
+        # process to end; the worker's accept, in progress when the session
+        # began, comes first, and the worker is in accept again at its end.
+        assert_equal "${#lines[@]}" 1
+        assert_line --index 0 --regexp '^(pause|wait4)\(.* = \? \(still waiting\)$'
+        run calls_of "$(serving_task)"
+        assert_line --index 0 --regexp '^accept\(3, .* = [0-9]+$'
+        assert_line --index $((${#lines[@]} - 1)) --regexp '^accept\(3, .* = \? \(still waiting\)$'
+        refute_line --regexp '^(pselect6|select|epoll_wait)\('
+        refute_line --regexp '^poll\(\[\{fd=3, '
         ;;
     poll)
         # serve_forever polls the listener and its wake-up pipe, then accepts.
