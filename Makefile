@@ -6,12 +6,13 @@
 #   make test          the whole test suite, every chapter
 #   make test-N        the suite against chapter N only
 #   make strace-N      one client's session with chapter N's server, whole, under strace
-#                      (MODE=-e: with those server arguments; SCENARIO=flood: a client that never reads)
+#                      (MODE=-e: with those server arguments; SCENARIO=flood: a client that never reads,
+#                      SCENARIO=sleep: a client that sends "sleep 100"; make compare takes SCENARIO too)
 #   make compare A=N B=M   two stages side by side: their code (diff -u), their sessions, their calls
 #   make bench         every chapter and reference server under the same loads, side by side
 #                      (about 13 minutes; QUICK=1: one round of four loads, under 2 minutes)
 #   make c10k          10,000 connections at once on 06-epoll and 09-epoll-workers, both modes
-#   make lint          cppcheck and clang-tidy on the C, shellcheck on the scripts (half a minute)
+#   make lint          cppcheck and clang-tidy on the C, shellcheck on the scripts (about a minute)
 #   make clean
 #
 # CC=clang and SAN=address,undefined (or SAN=thread) pass through to every build.

@@ -6,8 +6,8 @@
 # one run. A SERVER is a chapter directory (04-thread-per-conn), a chapter in
 # one of its modes (06-epoll+et, 07-socketserver-clone+forking,
 # 08-prethreaded-pool+prefork; 08-prethreaded-pool+t100 is 08's pool of 100
-# threads, -t 100), or a reference server of scripts/reference/ (its
-# README.md): libevent and
+# threads, -t 100, and 09-epoll-workers+w100 09's of 100 workers, -w 100),
+# or a reference server of scripts/reference/ (its README.md): libevent and
 # libuv (event loops like 06, written as those libraries are meant to be
 # used), python-threading and python-forking (Python's ThreadingTCPServer and
 # ForkingTCPServer with a StreamRequestHandler, the source articles' design).
@@ -104,6 +104,7 @@ server_command() {
     *+forking) cmd=("${1%+forking}/server" "${common[@]}" --forking --max-children 20000) ;;
     *+prefork) cmd=("${1%+prefork}/server" "${common[@]}" -f) ;;
     *+t[0-9]*) cmd=("${1%+t*}/server" "${common[@]}" -t "${1##*+t}") ;;
+    *+w[0-9]*) cmd=("${1%+w*}/server" "${common[@]}" -w "${1##*+w}") ;;
     *) cmd=("$1/server" "${common[@]}") ;;
     esac
 }

@@ -128,7 +128,7 @@ grep -E '^[^ ]+:[0-9]+: ' "$tmp/cppcheck.raw" >"$tmp/cppcheck.out" || true
 report cppcheck "$units" "$start" "$status"
 
 # --- clang-tidy -------------------------------------------------------------
-# The checks and why are in .clang-tidy. About 20 s here on two cores; a
+# The checks and why are in .clang-tidy. About 50 s here on two cores; a
 # run that takes 120 s is stopped. One line per finding is kept; for the
 # path behind an analyzer's finding, run clang-tidy on that file (the flags
 # are those of make's command line).

@@ -15,6 +15,8 @@
 #      row: accept and accept4), the calls per echoed line and per
 #      connection, and for every row that differs, what the call does
 #      (scripts/strace-notes.txt).
+# SCENARIO=flood or SCENARIO=sleep traces that scenario instead of the
+# echoes (scripts/strace-session.sh); the table then has no per-echo rows.
 # WIDTH sets the width of the side by side view (default: the terminal's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,9 @@ for name in "$@"; do rows+=("$(resolve_row "$name")"); done
 for row in "${rows[@]}"; do
     scripts/strace-session.sh -s "$row"
 done
+scenario=${SCENARIO:-echo}
+suffix='' # the sessions' file names: ROW.session, or ROW.SCENARIO.session
+[[ $scenario == echo ]] || suffix=.$scenario
 width=${WIDTH:-$(tput cols 2>/dev/null || echo 200)}
 ((width >= 120)) || width=120
 
@@ -59,7 +64,7 @@ shape() {
 # side_by_side: the two sessions aligned by diff on their shapes. A line
 # longer than its half is cut in the middle, keeping the call's result.
 side_by_side() {
-    local a=out/strace/${rows[0]}.session b=out/strace/${rows[1]}.session half=$(((width - 3) / 2))
+    local a=out/strace/${rows[0]}$suffix.session b=out/strace/${rows[1]}$suffix.session half=$(((width - 3) / 2))
     echo
     echo "=== 2. The kernel's view: one session each, side by side (scripts/strace-session.sh) ==="
     echo "(blank: the same line; ~ the same call by another task, or with other numbers; | a different call; < > one side only)"
@@ -98,10 +103,14 @@ side_by_side() {
 
 counts() {
     echo
-    echo "=== 3. System calls in one session (connect, greeting, 3 echoes, quit, close) ==="
+    case $scenario in
+    echo) echo "=== 3. System calls in one session (connect, greeting, 3 echoes, quit, close) ===" ;;
+    sleep) echo "=== 3. System calls in one session (connect, greeting, sleep 100, quit, close) ===" ;;
+    flood) echo "=== 3. System calls in one session (connect, greeting, a flood never read, reset) ===" ;;
+    esac
     local files=()
-    for row in "${rows[@]}"; do files+=("out/strace/$row.session"); done
-    awk -v names="${rows[*]}" -f scripts/strace-count.awk scripts/strace-notes.txt "${files[@]}"
+    for row in "${rows[@]}"; do files+=("out/strace/$row$suffix.session"); done
+    awk -v names="${rows[*]}" -v scenario="$scenario" -f scripts/strace-count.awk scripts/strace-notes.txt "${files[@]}"
 }
 
 if ((${#rows[@]} == 2)); then

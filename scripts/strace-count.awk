@@ -9,7 +9,8 @@
 # per echoed line: those the serving task made after sending the greeting,
 # up to and including the echo of "three", divided by 3; and per
 # connection: all the others. A call still waiting when the session ended
-# belongs to the next one and is not counted.
+# belongs to the next one and is not counted. With -v scenario=sleep or
+# flood (not echo), the total only: there are no echoes to divide by.
 
 # The notes: variants and what the call does.
 FILENAME == ARGV[1] {
@@ -100,6 +101,8 @@ END {
     for (c = 1; c <= cols; c++)
         printf "%" w "d", total[c]
     print ""
+    if (scenario != "" && scenario != "echo")
+        exit
     printf "%-24s", "per echoed line"
     for (c = 1; c <= cols; c++)
         printf "%" w "s", sprintf("%.0f", per_echo[c] / 3)

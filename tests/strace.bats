@@ -173,6 +173,27 @@ between() {
     fi
 }
 
+@test "strace: one task serves everyone: a client's sleep is slept in it, or handed to a worker thread" {
+    [[ $(expect served_by) == one ]] || skip "a task per client: its sleep stalls nobody else whoever sleeps it"
+    SCENARIO=sleep STRACE_OUT=$BATS_TEST_TMPDIR "$ROOT/scripts/strace-session.sh" -s "$CHAPTER"
+    local slept=$BATS_TEST_TMPDIR/$CHAPTER.sleep.session
+    run calls_of main "$slept"
+    assert_line --regexp '^sendto\([0-9]+, "slept 100\\n", '
+    if [[ $(expect sleep) == serves ]]; then
+        # The loop never sleeps: a worker does, then adds 1 to the eventfd,
+        # and the loop, woken by it in epoll_wait, reads it back and answers.
+        refute_line --regexp '^(clock_)?nanosleep\('
+        assert_line --regexp '^read\([0-9]+, "\\1\\0\\0\\0\\0\\0\\0\\0", 8\) = 8$'
+        run calls_of "thread 1" "$slept"
+        assert_line --regexp '^(clock_)?nanosleep\(.*tv_nsec=100000000\}'
+        assert_line --regexp '^write\([0-9]+, "\\1\\0\\0\\0\\0\\0\\0\\0", 8\) = 8$'
+    else
+        # The loop itself sleeps, and every other client waits with it.
+        assert_line --regexp '^(clock_)?nanosleep\(.*tv_nsec=100000000\}'
+        refute grep -E '^thread ' "$slept"
+    fi
+}
+
 # by_task SESSION: its lines grouped by task (each task's order kept),
 # every number an N, and left out: waits that timed out and reaping that
 # found nobody (07 wakes every poll_interval: how many times a session
