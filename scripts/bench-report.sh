@@ -216,17 +216,17 @@ targets() {
     echo "scripts/bench-report.sh), with the course's targets:"
     echo
     for cell in busy-100 busy-1000; do
-        [[ " ${cells[*]} " == *" $cell "* ]] || continue
+        measured "$cell" || continue
         target 06-epoll libevent "$cell" cpu_us_per_op '<=' 0.8 "06 / libevent, server CPU per echo"
         target 06-epoll libuv "$cell" cpu_us_per_op '<=' 1.0 "06 / libuv, server CPU per echo"
     done
-    if [[ " ${cells[*]} " == *" busy-1000 "* ]]; then
+    if measured busy-1000; then
         target 06-epoll 04-thread-per-conn busy-1000 rate '>=' 1.5 "06 / 04, messages per second"
         target 06-epoll 04-thread-per-conn busy-1000 cpu_us_per_op '<=' 0.55 "06 / 04, server CPU per echo"
     fi
     r=$(get 06-epoll pinned busy-1 rtt_vs_floor)
     echo "- 1 busy: 06's round trip (p50) over the sockperf floor measured just before it **${r:-n/a}x** (target <= 1.25x: $(verdict "${r:-n/a}" '<=' 1.25))"
-    if has 03-select-rw-split 05-fork-per-conn && [[ " ${cells[*]} " == *" idle-900 "*" churn "* ]]; then
+    if has 03-select-rw-split 05-fork-per-conn && measured idle-900 churn; then
         echo "- 900 idle + 10 busy: 06 / 03 messages per second $(ratio 06-epoll 03-select-rw-split idle-900 rate)x;" \
             "short connections: 06 / 05 $(ratio 06-epoll 05-fork-per-conn churn rate)x, 06 / 04 $(ratio 06-epoll 04-thread-per-conn churn rate)x the connections per second (medians' ratios)"
     fi
@@ -241,7 +241,7 @@ targets_08() {
     echo
     echo "08-prethreaded-pool against 04 and 05, this run: the median of the per-round ratios, with the course's targets:"
     echo
-    if has 04-thread-per-conn 05-fork-per-conn && [[ " ${cells[*]} " == *" churn "* ]]; then
+    if has 04-thread-per-conn 05-fork-per-conn && measured churn; then
         for pool in 08-prethreaded-pool 08-prethreaded-pool+prefork; do
             has "$pool" || continue
             target "$pool" 05-fork-per-conn churn cpu_us_per_op '<=' 0.25 "$pool / 05, server CPU per connection"
@@ -249,7 +249,7 @@ targets_08() {
             target "$pool" 05-fork-per-conn churn rate '>=' 3 "$pool / 05, connections per second"
         done
     fi
-    if has 08-prethreaded-pool+t100 04-thread-per-conn && [[ " ${cells[*]} " == *" busy-100 "* ]]; then
+    if has 08-prethreaded-pool+t100 04-thread-per-conn && measured busy-100; then
         target 08-prethreaded-pool+t100 04-thread-per-conn busy-100 rate '>=' 0.85 "08 -t 100 / 04, messages per second"
         target 08-prethreaded-pool+t100 04-thread-per-conn busy-100 cpu_us_per_op '<=' 1.15 "08 -t 100 / 04, server CPU per echo"
     fi
@@ -265,10 +265,10 @@ targets_09() {
     echo "09-epoll-workers against 06 and 04, this run: the median of the per-round ratios, with the course's targets:"
     echo
     for cell in busy-100 busy-1000; do
-        [[ " ${cells[*]} " == *" $cell "* ]] || continue
+        measured "$cell" || continue
         target 09-epoll-workers 06-epoll "$cell" cpu_us_per_op '<=' 1.1 "09 / 06, server CPU per echo"
     done
-    [[ " ${cells[*]} " == *" mix "* ]] || return 0
+    measured mix || return 0
     for against in 06-epoll 04-thread-per-conn; do
         has "$against" || continue
         p=$(paired 09-epoll-workers "$against" mix rate)
@@ -281,6 +281,12 @@ targets_09() {
 has() {
     local server
     for server in "$@"; do [[ " ${servers[*]} " == *" $server "* ]] || return 1; done
+}
+
+# measured CELL...: every one of them is in this run.
+measured() {
+    local cell
+    for cell in "$@"; do [[ " ${cells[*]} " == *" $cell "* ]] || return 1; done
 }
 
 # section_07_table: 07 and Python, pinned and unpinned, with lesson 07's ratios.

@@ -243,7 +243,7 @@ count_syscalls() {
     server_command "$server"
     launch "${on_cpu0[@]}" "${cmd[@]}" 2>>"$raw/errors.log" || return 0
     perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_epoll_ctl -x, -o "$tmp/perf" \
-        -p "$(ps -o pid= --ppid "$pid" | xargs echo "$pid" | tr ' ' ,)" \
+        -p "$(process_family "$pid" | paste -sd,)" \
         2>>"$raw/errors.log" &
     perf_pid=$!
     sleep 0.5 # perf attaches to every thread first

@@ -28,7 +28,7 @@ kib() {
 # snapshot PID: "pss virtual kernel" for the server PID and its children.
 snapshot() {
     local pid pss=0 virtual=0
-    for pid in "$1" $(ps -o pid= --ppid "$1"); do
+    for pid in $(process_family "$1"); do
         pss=$((pss + $(kib "/proc/$pid/smaps_rollup" Pss)))
         virtual=$((virtual + $(kib "/proc/$pid/status" VmSize)))
     done

@@ -61,6 +61,13 @@ launch() {
     port=$(sed -n '1s/.*://p' "$tmp/ready")
 }
 
+# process_family PID: PID and its child processes (a server and its
+# workers, or its clients' processes), a pid a line.
+process_family() {
+    echo "$1"
+    ps -o pid= --ppid "$1" | tr -d ' ' || true # (ps fails when there is none)
+}
+
 # stop PID: SIGTERM (the servers exit 0 on it), then reap it.
 stop() {
     kill -TERM "$1" 2>/dev/null || true

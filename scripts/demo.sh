@@ -44,6 +44,15 @@ since() {
     awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }'
 }
 
+# stamped START WHO: every line read, printed with the seconds since START
+# and the number of the client that received it, WHO.
+stamped() {
+    local line
+    while IFS= read -r line; do
+        printf '  %5ss  client %s  %s\n' "$(since "$1")" "$2" "$line"
+    done
+}
+
 # clients_at_once N: N clients connect at the same moment, each sends
 # "sleep 1000" then "quit"; every line they receive is printed with the
 # time it came.
@@ -52,10 +61,7 @@ clients_at_once() {
     local start=$EPOCHREALTIME who clients=()
     for ((who = 1; who <= $1; who++)); do
         {
-            printf 'sleep 1000\nquit\n' | timeout 20 "$client" -p "$port" 2>/dev/null |
-                while IFS= read -r line; do
-                    printf '  %5ss  client %s  %s\n' "$(since "$start")" "$who" "$line"
-                done
+            printf 'sleep 1000\nquit\n' | timeout 20 "$client" -p "$port" 2>/dev/null | stamped "$start" "$who"
         } &
         clients+=($!)
     done
@@ -284,8 +290,7 @@ workers_scene() {
     local start=$EPOCHREALTIME
     {
         sleep 0.2 # by then the three sleeps are in the pool, or waiting for a worker
-        printf 'ping\nquit\n' | timeout 5 "$client" -p "$port" 2>/dev/null |
-            while IFS= read -r line; do printf '  %5ss  client 4  %s\n' "$(since "$start")" "$line"; done
+        printf 'ping\nquit\n' | timeout 5 "$client" -p "$port" 2>/dev/null | stamped "$start" 4
     } &
     clients_at_once 3
     wait $!

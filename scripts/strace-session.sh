@@ -70,7 +70,7 @@ tasks() {
 # client's close and before its next accept.
 asleep() {
     local pid
-    for pid in "$server" $(ps -o pid= --ppid "$server"); do
+    for pid in $(process_family "$server"); do
         awk '$3 != "S" { exit 1 }' "/proc/$pid/task/"*/stat 2>/dev/null || return 1
     done
 }

@@ -54,9 +54,15 @@ greeted() {
     assert_equal "$(greeted many)" "$want"
 }
 
+# greeting_values FIELD NAME: the different values of FIELD=... that NAME's
+# greetings show, one a line, sorted.
+greeting_values() {
+    grep -o "^hello .*" "$BATS_TEST_TMPDIR/$2.out" | grep -o " $1=[^ ]*" | sed 's/.*=//' | sort -u
+}
+
 # distinct FIELD: how many different values of FIELD=... the greetings show.
 distinct() {
-    grep -o "^hello .*" "$BATS_TEST_TMPDIR/many.out" | grep -o " $1=[^ ]*" | sort -u | wc -l
+    greeting_values "$1" many | wc -l
 }
 
 @test "the greetings show who serves: one process, a thread each, or a process each" {
@@ -283,12 +289,6 @@ workers() {
     fi
 }
 
-# served_by_ids NAME: who served NAME's connections, as their greetings say
-# (tid=, which is also the pid of a worker process), one id a line, sorted.
-served_by_ids() {
-    grep -o '^hello .* tid=[0-9]*' "$BATS_TEST_TMPDIR/$1.out" | sed 's/.*tid=//' | sort -u
-}
-
 @test "a pool of N: N clients are served at once; client N+1 is greeted once one leaves, and at once" {
     local n start
     n=$(pool_size)
@@ -324,8 +324,9 @@ served_by_ids() {
     fi
     hold many 100
     assert_equal "$(greeted many)" "$n"
-    assert_equal "$(served_by_ids many | wc -l)" "$n" # N workers, a client each
-    assert_equal "$(comm -23 <(served_by_ids many) <(echo "$before"))" "" # all made before
+    # Who served, as the greetings say: tid= (a worker process's pid, too).
+    assert_equal "$(greeting_values tid many | wc -l)" "$n" # N workers, a client each
+    assert_equal "$(comm -23 <(greeting_values tid many) <(echo "$before"))" "" # all made before
     finish many
     served_again
     assert_equal "$(workers)" "$before" # none ended, none was added
