@@ -19,7 +19,7 @@ ROOT=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 BATS_TEST_TIMEOUT=600
 
 setup() {
-    ! grep -qs -- -fsanitize "$ROOT"/0*/.build-flags ||
+    ! grep -qs -- -fsanitize "$ROOT"/[0-9][0-9]-*/.build-flags ||
         skip "a sanitizer build: the lessons' commands would rebuild without it"
 }
 

@@ -1,0 +1,834 @@
+/*
+ * 10-io-uring/server.c: one thread, one ring: the kernel does the I/O and
+ * tells us when it is done.
+ *
+ *     io_uring_queue_init: a submission queue (SQ) and a completion queue
+ *     (CQ), shared memory between us and the kernel; a ring of buffers
+ *     loop: io_uring_submit_and_wait: one io_uring_enter hands the kernel
+ *             every request this turn queued, and waits for one completion
+ *           a completion (CQE) -> what finished, and how:
+ *             accept  -> a new client (the accept stays armed: multishot)
+ *             recv    -> bytes, already in one of our buffers: answer them,
+ *                        and ask for the next ones
+ *             send    -> this many bytes went out: send the rest, or the next
+ *             timeout -> a client's sleep is over, or its linger
+ *
+ * 06 asks the kernel "which sockets are ready?" and then makes the calls
+ * itself: epoll_wait, then recv and send, one system call each. Here the
+ * loop asks for the work itself ("receive on this socket, into a buffer of
+ * that ring, and keep doing it"; "send these bytes") by writing requests
+ * (SQEs) into the submission queue; the kernel does each one when the
+ * socket is ready and writes its result (a CQE) into the completion queue.
+ * One io_uring_enter per turn submits all of them and waits: no recv, no
+ * send, no accept, no epoll_wait in a trace. And since the kernel does the
+ * waiting, a slow handler no longer needs a thread: "sleep" is a timeout on
+ * the ring, and only the client that asked for it waits (06's loop slept,
+ * stalling everyone; 09 handed the sleep to a worker thread).
+ *
+ * This file is the stage. What does not change from chapter to chapter
+ * lives in files of its own, included below: setup.c (command line numbers,
+ * the log, signals, the listening socket) and protocol.h/.c (what the server
+ * answers), the same in chapters 01 to 10 but 07; overload.c (refusing,
+ * shedding), the same in 02, 03, 06, 09 and 10. nonblocking_io.c is not
+ * here: it calls send() and recv() itself, which is the kernel's job now,
+ * so its rules (the output queue, backpressure, the lingering close) are
+ * written again below, in the ring's terms.
+ */
+#define _GNU_SOURCE /* gettid() */
+#include <errno.h>
+#include <fcntl.h>
+#include <liburing.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define CHAPTER "10-io-uring"
+
+/* Chapter N listens on 9N00, which does not fit 10 (91000 is past the last
+ * port, 65535): chapter 10 takes 10000, the next round number no chapter
+ * uses. Like 02 and 06 it can listen on up to three ports. */
+#define DEFAULT_PORT 10000
+#define MAX_PORTS 3
+
+/* As in 06: an idle client costs a small struct and nothing else, so ten
+ * thousand of them fit (make c10k measures it). */
+#define DEFAULT_MAX_CLIENTS 10000
+
+/* Requests queued per turn before the SQ is full; a turn that queues more
+ * submits early (get_sqe). */
+#define SQ_ENTRIES 256
+
+/* Completions the CQ holds between two of our reads of it: a turn where
+ * thousands of clients each finish something fits. Past it, the kernel
+ * keeps the extra ones in a list of its own (IORING_FEAT_NODROP) until the
+ * CQ has room: slower, never lost. 16 bytes each. */
+#define CQ_ENTRIES 8192
+
+/* The provided buffers, which the kernel receives into: 256 of 4 KiB, 1 MiB
+ * for all clients together, each taken by one completion and given back
+ * as soon as its bytes are copied. So 256 is how many completions with
+ * bytes can wait for us at once; past it, a recv fails with ENOBUFS and is
+ * armed again. 4 KiB is a line, about what one recv() in 06 took
+ * (IN_SIZE). The count must be a power of two. */
+#define BUFFER_COUNT 256
+#define BUFFER_SIZE 4096
+#define BUFFER_GROUP 0
+
+/* Backpressure, 03's rule: stop receiving from a client whose unsent
+ * replies reach 64 KiB (see nonblocking_io.c in 06 for the arithmetic: with
+ * one IN_SIZE of input past the mark, a client makes us hold at most about
+ * 97 KB of replies). */
+#define OUTPUT_HIGH_WATER (64 * 1024)
+
+/* The output queue's first allocation: a few replies' worth. */
+#define OUT_MIN_CAP 256
+
+#include "setup.c"
+#include "protocol.h"
+
+/* protocol.c hands "sleep" to this chapter instead of sleeping (below). */
+#define HAND_OFF_SLEEP
+static enum next_step hand_off_sleep(struct client *c, long ms);
+/* ... so protocol.c's sleep_ms(), which blocks the thread, is never called. */
+static void sleep_ms(long ms) __attribute__((unused));
+
+/* What the command line asked for (parse_options, at the end). */
+static struct {
+    const char *host;       /* an IPv4 address to bind */
+    int ports[MAX_PORTS];   /* 0 asks the kernel for a free port */
+    int nports;
+    int max_clients;
+} opt = {"127.0.0.1", {0}, 0, DEFAULT_MAX_CLIENTS};
+
+/* One connected client: 06's, plus what the kernel holds of it. A request
+ * in flight names the client by its address (see tag), so the struct lives
+ * until the last of them has come back (inflight), even after the client
+ * has gone; its descriptor too, so that no request can name a number that
+ * means another socket by then. */
+struct client {
+    int fd;
+    int local_port;             /* our end of the connection */
+    char peer[PEER_NAME_SIZE];  /* "127.0.0.1:54321", for the log */
+    char *in;                   /* bytes received, not yet a whole line;
+                                   IN_SIZE bytes, only while it holds some */
+    size_t in_len;
+    char *out;                  /* replies queued, not sent yet; NULL when none */
+    size_t out_len, out_cap;
+    char *sending;              /* the replies the kernel is sending: ours
+                                   again when the send completes; or NULL */
+    size_t sending_len, sent;
+    char *pending;              /* bytes that came while it was not taking
+                                   lines: one recv's at most; or NULL */
+    size_t pending_len;
+    const char *leaving;        /* why it is leaving, once it is; NULL till then */
+    int eof;                    /* it has closed its end: nothing more to receive */
+    size_t discarded;           /* bytes thrown away since it started leaving */
+    int receiving;              /* a recv is armed */
+    int sleeping;               /* a sleep's timeout is armed */
+    int lingering;              /* our FIN is sent; the linger's timeout is armed */
+    int gone;                   /* dropped: waiting for its requests to come back */
+    int inflight;               /* requests in the kernel that name it */
+    long sleep_ms;
+    struct __kernel_timespec sleep_time, linger_time; /* read by the kernel */
+};
+
+#include "protocol.c"
+#include "overload.c"
+
+/* ======================= Requests and their results ======================== */
+
+static struct io_uring ring;
+
+/* What a request was for, in the low 3 bits of its user_data (see tag). */
+enum op { ACCEPT, LISTENER_READY, ACCEPT_PAUSE, RECV, SEND, SLEEP, LINGER_TIMEOUT, CANCEL };
+
+/* Each request carries 64 bits of ours, user_data, which its completion
+ * gives back: here, the address of what it was for (a client, a listener,
+ * the accept pause; 8-aligned, so its low 3 bits are 0) with the kind of
+ * request in those bits. */
+static uint64_t tag(const void *object, enum op op)
+{
+    return (uint64_t)(uintptr_t)object | (uint64_t)op;
+}
+
+static void *object_of(uint64_t user_data)
+{
+    return (void *)(uintptr_t)(user_data & ~(uint64_t)7);
+}
+
+static enum op op_of(uint64_t user_data)
+{
+    return (enum op)(user_data & 7);
+}
+
+/* A free entry of the submission queue. When the turn has filled it,
+ * io_uring_submit hands what it holds to the kernel now (one
+ * io_uring_enter) instead of waiting for the turn's end. */
+static struct io_uring_sqe *get_sqe(void)
+{
+    struct io_uring_sqe *sqe;
+    while ((sqe = io_uring_get_sqe(&ring)) == NULL) {
+        int ret = io_uring_submit(&ring);
+        if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+            fprintf(stderr, "server: io_uring_submit: %s\n", strerror(-ret));
+            exit(1);
+        }
+    }
+    return sqe;
+}
+
+/* Ask the kernel to stop the request whose user_data is this. Its own
+ * completion (tagged CANCEL) says only whether it found it; what counts
+ * comes with the stopped request's completion (-ECANCELED). */
+static void cancel(const void *object, enum op op)
+{
+    struct io_uring_sqe *sqe = get_sqe();
+    io_uring_prep_cancel64(sqe, tag(object, op), 0);
+    io_uring_sqe_set_data64(sqe, tag(NULL, CANCEL));
+}
+
+/* A relative timeout: a completion (-ETIME) after the time in *when, which
+ * stays where it is until the kernel has read it (at submission). */
+static void arm_timeout(struct __kernel_timespec *when, long ms, uint64_t user_data)
+{
+    struct io_uring_sqe *sqe = get_sqe();
+    when->tv_sec = ms / 1000;
+    when->tv_nsec = (ms % 1000) * 1000000L;
+    io_uring_prep_timeout(sqe, when, 0, 0);
+    io_uring_sqe_set_data64(sqe, user_data);
+}
+
+/* ============================ Provided buffers ============================= */
+
+/* A ring of buffers we lend the kernel: a receive takes the next one when
+ * bytes arrive, and its completion says which (its buffer id). Without
+ * them, each waiting recv would hold a buffer of its own: 4 KiB per idle
+ * client. With them, an idle client holds none. */
+static struct io_uring_buf_ring *buffers;
+static char *buffer_memory;
+
+static char *buffer_of(const struct io_uring_cqe *cqe)
+{
+    return buffer_memory + (size_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT) * BUFFER_SIZE;
+}
+
+/* Lend a buffer to the kernel again, at the ring's tail. */
+static void give_back(const struct io_uring_cqe *cqe)
+{
+    unsigned short id = (unsigned short)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+    io_uring_buf_ring_add(buffers, buffer_of(cqe), BUFFER_SIZE, id,
+                          io_uring_buf_ring_mask(BUFFER_COUNT), 0);
+    io_uring_buf_ring_advance(buffers, 1);
+}
+
+/* ================================== Output ================================= */
+
+/* Replies not yet on the wire: the ones queued and the rest of the send. */
+static size_t unsent(const struct client *c)
+{
+    return c->out_len + (c->sending != NULL ? c->sending_len - c->sent : 0);
+}
+
+/* Ask the kernel to send the rest of c->sending. It sends when the socket
+ * has room, however long that takes: the loop never sees EAGAIN. */
+static void submit_send(struct client *c)
+{
+    struct io_uring_sqe *sqe = get_sqe();
+    io_uring_prep_send(sqe, c->fd, c->sending + c->sent, c->sending_len - c->sent, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, tag(c, SEND));
+    c->inflight++;
+}
+
+/* One send in flight per client, or its bytes could leave out of order. The
+ * kernel reads the buffer until the send completes, so it is not ours to
+ * touch till then: the queue moves over to c->sending, and the replies
+ * made meanwhile go to a new c->out (which may move as it grows). */
+static void start_send(struct client *c)
+{
+    if (c->sending != NULL || c->out_len == 0)
+        return;
+    c->sending = c->out;
+    c->sending_len = c->out_len;
+    c->sent = 0;
+    c->out = NULL;
+    c->out_len = c->out_cap = 0;
+    submit_send(c);
+}
+
+/* Answer with one line: append it and its '\n' to the client's queue.
+ * Nothing is sent here; start_send() does that. */
+static enum next_step reply(struct client *c, const char *line, size_t len)
+{
+    if (c->out_len + len + 1 > c->out_cap) {
+        size_t cap = c->out_cap > 0 ? c->out_cap : OUT_MIN_CAP;
+        while (cap < c->out_len + len + 1)
+            cap *= 2;
+        char *out = realloc(c->out, cap);
+        if (out == NULL) {
+            perror("server: realloc");
+            return CLOSE;
+        }
+        c->out = out;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, line, len);
+    c->out[c->out_len + len] = '\n';
+    c->out_len += len + 1;
+    return KEEP_OPEN;
+}
+
+/* ================================== Input ================================== */
+
+/* It answers lines now: it is not leaving, not in a sleep (the lines after
+ * one wait for its answer, 09's rule), and its unsent replies are under
+ * the high-water mark. */
+static int takes_lines(const struct client *c)
+{
+    return c->leaving == NULL && !c->sleeping && unsent(c) < OUTPUT_HIGH_WATER;
+}
+
+/* 03's rule for reading, in the ring's terms: a recv stays armed while the
+ * client takes lines, and while it is leaving (its bytes are thrown away);
+ * never once it has closed its end, nor while bytes wait in c->pending. */
+static int wants_input(const struct client *c)
+{
+    return !c->eof && c->pending_len == 0 && (c->leaving != NULL || takes_lines(c));
+}
+
+static void release_input(struct client *c)
+{
+    if (c->in_len == 0 || c->leaving != NULL) {
+        free(c->in);
+        c->in = NULL;
+        c->in_len = 0;
+    }
+}
+
+/* Bytes the kernel received: into c->in (IN_SIZE, as protocol.c wants) a
+ * piece at a time, each piece's complete lines answered, while the client
+ * takes lines; thrown away, and counted, once it is leaving. Returns how
+ * many it took: the rest wait (keep_pending). */
+static size_t take_bytes(struct client *c, const char *bytes, size_t len)
+{
+    size_t taken = 0;
+    while (taken < len && takes_lines(c)) {
+        if (c->in == NULL && (c->in = malloc(IN_SIZE)) == NULL) {
+            c->leaving = "out of memory";
+            break;
+        }
+        size_t n = len - taken < IN_SIZE - c->in_len ? len - taken : IN_SIZE - c->in_len;
+        memcpy(c->in + c->in_len, bytes + taken, n);
+        c->in_len += n;
+        taken += n;
+        if (handle_input(c) == CLOSE)
+            c->leaving = "closed by server";
+    }
+    release_input(c);
+    if (c->leaving != NULL) {
+        c->discarded += len - taken;
+        taken = len;
+    }
+    return taken;
+}
+
+/* Bytes that came after the client stopped taking lines: the recv was
+ * armed before it stopped (see arm_recv). Kept for when it takes lines
+ * again: one buffer's worth at most, since no recv is armed meanwhile. */
+static void keep_pending(struct client *c, const char *bytes, size_t len)
+{
+    char *more = realloc(c->pending, c->pending_len + len);
+    if (more == NULL) {
+        perror("server: realloc");
+        c->leaving = "out of memory";
+        return;
+    }
+    memcpy(more + c->pending_len, bytes, len);
+    c->pending = more;
+    c->pending_len += len;
+}
+
+/* The client takes lines again: the pending bytes first, then (once they
+ * are all taken) the recv is armed again. */
+static void take_pending(struct client *c)
+{
+    size_t taken = take_bytes(c, c->pending, c->pending_len);
+    memmove(c->pending, c->pending + taken, c->pending_len - taken);
+    c->pending_len -= taken;
+    if (c->pending_len == 0) {
+        free(c->pending);
+        c->pending = NULL;
+    }
+}
+
+/* Arm a recv: when bytes arrive, the kernel takes a buffer from our ring
+ * (IOSQE_BUFFER_SELECT), receives into it, and posts a completion. It
+ * waits for the bytes itself (it polls the socket): no recv() returns
+ * EAGAIN to us, and no thread waits. One recv, one completion, armed again
+ * by after_io() while the client wants input: 06's rule, one recv() per
+ * readiness, only while it wants input.
+ * Why not a multishot recv (armed once, a completion per arrival until
+ * cancelled)? It does not wait for us: on a client that floods, it goes on
+ * receiving, up to 32 buffers a pass and pass after pass, all within the
+ * io_uring_enter that our cancel would ride in on next. Those bytes would
+ * have to be kept: measured, 390 KiB a client, when the
+ * backpressure rule promises at most 128 KiB. Its gain, one request less
+ * per arrival, costs no system call here anyway: the next recv goes with
+ * the reply, in the same io_uring_enter. */
+static void arm_recv(struct client *c)
+{
+    struct io_uring_sqe *sqe = get_sqe();
+    io_uring_prep_recv(sqe, c->fd, NULL, 0, 0); /* length 0: the buffer's */
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = BUFFER_GROUP;
+    io_uring_sqe_set_data64(sqe, tag(c, RECV));
+    c->receiving = 1;
+    c->inflight++;
+}
+
+
+/* =============================== The clients =============================== */
+
+static int client_count;
+
+/* Its last request has come back: nothing in the kernel names it now. */
+static void free_client(struct client *c)
+{
+    close(c->fd);
+    free(c->sending);
+    free(c);
+}
+
+/* The client goes: every request of its still in flight is cancelled, and
+ * it is freed (its socket closed) when the last one has come back, never
+ * before: a completion must never find freed memory. (A request that
+ * completes before its cancel arrives comes back all the same.) */
+static void drop_client(struct client *c, const char *why)
+{
+    c->gone = 1;
+    client_count--;
+    log_event("disconnect %s: %s", c->peer, why);
+    if (c->receiving)
+        cancel(c, RECV);
+    if (c->sending != NULL)
+        cancel(c, SEND);
+    if (c->sleeping)
+        cancel(c, SLEEP);
+    if (c->lingering)
+        cancel(c, LINGER_TIMEOUT);
+    free(c->in);
+    free(c->out);
+    free(c->pending);
+    c->in = c->out = c->pending = NULL;
+    if (c->inflight == 0)
+        free_client(c);
+}
+
+/* The lingering close, as in 03 and 06: once a leaving client's replies are
+ * all sent, shutdown(SHUT_WR) sends our FIN, and its bytes are received and
+ * thrown away until its EOF, or LINGER_BYTES, or LINGER_MS (a timeout on
+ * the ring), so that close() never meets unread bytes and resets the
+ * connection. shutdown() and close() stay plain system calls: they never
+ * wait, and in a trace they show where the client leaves. */
+static void start_lingering(struct client *c)
+{
+    shutdown(c->fd, SHUT_WR);
+    arm_timeout(&c->linger_time, LINGER_MS, tag(c, LINGER_TIMEOUT));
+    c->lingering = 1;
+    c->inflight++;
+}
+
+/* After anything happened to a client: give it the bytes that waited, then
+ * send what is queued, go on receiving or stop, and let it go once it
+ * must: it is leaving, all is sent, and its end is closed. The one place
+ * that decides, as settle() and update_interest() do in 06. */
+static void after_io(struct client *c)
+{
+    if (c->pending_len > 0)
+        take_pending(c);
+    if (c->eof && c->pending_len == 0 && !c->sleeping && c->leaving == NULL)
+        c->leaving = "client closed"; /* EOF, or a half-close: answer, then go */
+    if (c->discarded > LINGER_BYTES) {
+        drop_client(c, "kept sending after closing");
+        return;
+    }
+    start_send(c);
+    if (c->leaving != NULL && unsent(c) == 0) {
+        if (c->eof) {
+            drop_client(c, c->leaving);
+            return;
+        }
+        if (!c->lingering)
+            start_lingering(c);
+    }
+    if (wants_input(c) && !c->receiving)
+        arm_recv(c);
+}
+
+/* A new connection: a client, greeted; or, past the cap or without memory,
+ * refused. A multishot accept has no room for each peer's address:
+ * getpeername() asks. */
+static void welcome(int fd)
+{
+    if (client_count >= opt.max_clients) {
+        refuse_connection(fd, "at the cap");
+        return;
+    }
+    struct client *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        refuse_connection(fd, "out of memory");
+        return;
+    }
+    struct sockaddr_in peer;
+    socklen_t peer_len = sizeof peer;
+    memset(&peer, 0, sizeof peer);
+    getpeername(fd, (struct sockaddr *)&peer, &peer_len); /* if it fails, 0.0.0.0:0 */
+    c->fd = fd;
+    c->local_port = describe_connection(fd, &peer, c->peer);
+    client_count++;
+    log_event("connect %s (fd %d)", c->peer, c->fd);
+    send_greeting(c);
+    after_io(c); /* the greeting's send, and the first recv: one io_uring_enter */
+}
+
+/* ============================ The client's events ========================== */
+
+/* A recv completed: bytes (res > 0, in the buffer the kernel picked), the
+ * client's EOF (0), or an error; or no buffer was left (ENOBUFS): after_io
+ * arms it again, and the kernel takes it when this turn has given buffers
+ * back. Bytes it does not take now wait in c->pending. */
+static void on_received(struct client *c, const struct io_uring_cqe *cqe)
+{
+    c->receiving = 0;
+    if (cqe->res > 0) {
+        size_t taken = take_bytes(c, buffer_of(cqe), (size_t)cqe->res);
+        if (taken < (size_t)cqe->res)
+            keep_pending(c, buffer_of(cqe) + taken, (size_t)cqe->res - taken);
+    } else if (cqe->res == 0) {
+        c->eof = 1;
+    } else if (cqe->res != -ENOBUFS) {
+        drop_client(c, strerror(-cqe->res)); /* ECONNRESET: the client reset */
+        return;
+    }
+    after_io(c);
+}
+
+/* A send completed: res bytes went out. The kernel usually sends all of
+ * it, but a send may take part (a signal, a socket shut down meanwhile):
+ * the rest goes again. All sent: the buffer is ours again, and freed, so
+ * an idle client holds none; after_io() sends what was queued meanwhile. */
+static void on_sent(struct client *c, int res)
+{
+    if (res < 0) {
+        drop_client(c, strerror(-res)); /* EPIPE, ECONNRESET: it is gone */
+        return;
+    }
+    c->sent += (size_t)res;
+    if (c->sent < c->sending_len) {
+        submit_send(c);
+        return;
+    }
+    free(c->sending);
+    c->sending = NULL;
+    after_io(c);
+}
+
+/* "sleep <ms>" (protocol.c): a timeout on the ring instead of a sleep. The
+ * loop goes on serving everyone; this client's next lines wait (in c->in,
+ * or in the kernel: it is not read meanwhile) until the answer is out. */
+static enum next_step hand_off_sleep(struct client *c, long ms)
+{
+    c->sleep_ms = ms;
+    arm_timeout(&c->sleep_time, ms, tag(c, SLEEP));
+    c->sleeping = 1;
+    c->inflight++;
+    return LATER;
+}
+
+/* The sleep is over (-ETIME, the timeout's normal end): answer it, then the
+ * lines that waited behind it (one may be a sleep again), then send and
+ * receive as usual. A client that started leaving meanwhile (its line
+ * too long) is not answered. */
+static void on_slept(struct client *c)
+{
+    c->sleeping = 0;
+    if (c->leaving == NULL &&
+        (reply_slept(c, c->sleep_ms) == CLOSE || (c->in_len > 0 && handle_input(c) == CLOSE)))
+        c->leaving = "closed by server";
+    release_input(c);
+    after_io(c);
+}
+
+/* LINGER_MS have passed since our FIN: closed, even with bytes unread. */
+static void on_linger_over(struct client *c)
+{
+    c->lingering = 0;
+    drop_client(c, c->leaving);
+}
+
+/* A completion for a client: one request fewer in flight. A client already
+ * dropped only waits for that count to reach zero. */
+static void on_client_event(struct client *c, enum op op, const struct io_uring_cqe *cqe)
+{
+    c->inflight--;
+    if (c->gone) {
+        if (c->inflight == 0)
+            free_client(c);
+        return;
+    }
+    switch (op) {
+    case RECV: on_received(c, cqe); break;
+    case SEND: on_sent(c, cqe->res); break;
+    case SLEEP: on_slept(c); break;
+    case LINGER_TIMEOUT: on_linger_over(c); break;
+    default: break;
+    }
+}
+
+/* =============================== The listeners ============================= */
+
+/* A listening socket, and whether a request waits on it: its multishot
+ * accept, or a poll (see wait_for_connection). (_Alignas: its address
+ * carries a request's kind in its low 3 bits.) */
+static struct listener {
+    _Alignas(8) int fd;
+    int armed;
+} listeners[MAX_PORTS];
+static int listener_count;
+
+/* The pause in accepting after an error (overload.c), as a timeout. */
+static struct {
+    struct __kernel_timespec when;
+    int armed;
+} accept_pause;
+
+/* One request that accepts connection after connection, a completion each
+ * with the new socket, until it fails. io_uring waits for connections
+ * itself, though the listener is non-blocking (for shed_connection's own
+ * accept()). The new socket need not be: the kernel waits on it for us. */
+static void arm_accept(struct listener *l)
+{
+    struct io_uring_sqe *sqe = get_sqe();
+    io_uring_prep_multishot_accept(sqe, l->fd, NULL, NULL, SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, tag(l, ACCEPT));
+    l->armed = 1;
+}
+
+/* Out of descriptors, io_uring's accept fails with EMFILE at once, whether
+ * a connection waits or not: it takes the descriptor before it looks. Armed
+ * again, it would fail again, turn after turn. So, until a connection
+ * comes, a poll waits on the listener; then the accept (which sheds the
+ * connection, or takes it if descriptors were freed meanwhile). */
+static void wait_for_connection(struct listener *l)
+{
+    struct io_uring_sqe *sqe = get_sqe();
+    io_uring_prep_poll_add(sqe, l->fd, POLLIN);
+    io_uring_sqe_set_data64(sqe, tag(l, LISTENER_READY));
+    l->armed = 1;
+}
+
+/* Every listener whose accept has ended accepts again; while accepting is
+ * paused (overload.c), a timeout brings us back when the pause is over. */
+static void arm_accepts(void)
+{
+    long long now = now_ms();
+    for (int i = 0; i < listener_count; i++) {
+        if (listeners[i].armed)
+            continue;
+        if (now >= accept_paused_until) {
+            arm_accept(&listeners[i]);
+        } else if (!accept_pause.armed) {
+            arm_timeout(&accept_pause.when, (long)(accept_paused_until - now), tag(&accept_pause, ACCEPT_PAUSE));
+            accept_pause.armed = 1;
+        }
+    }
+}
+
+/* An accept completed: a new client (res is its descriptor), or an error,
+ * which ends the multishot accept: overload.c says what to do (EMFILE:
+ * shed a connection; ENOMEM and the like: pause), and arm_accepts() arms
+ * it again, now or after the pause; after EMFILE, once a connection waits. */
+static void on_accepted(struct listener *l, const struct io_uring_cqe *cqe)
+{
+    if (!(cqe->flags & IORING_CQE_F_MORE))
+        l->armed = 0;
+    if (cqe->res >= 0) {
+        welcome(cqe->res);
+    } else {
+        errno = -cqe->res;
+        after_accept_error(l->fd);
+        if (cqe->res == -EMFILE && !l->armed)
+            wait_for_connection(l);
+    }
+    arm_accepts();
+}
+
+/* ================================ The loop ================================= */
+
+/* One completion: what it was for says who handles it. Whoever that was,
+ * a buffer it carried goes back to the ring once its bytes are copied. */
+static void on_completion(const struct io_uring_cqe *cqe)
+{
+    uint64_t user_data = io_uring_cqe_get_data64(cqe);
+    enum op op = op_of(user_data);
+    switch (op) {
+    case ACCEPT: on_accepted(object_of(user_data), cqe); break;
+    case LISTENER_READY:
+        ((struct listener *)object_of(user_data))->armed = 0;
+        arm_accepts();
+        break;
+    case ACCEPT_PAUSE:
+        accept_pause.armed = 0;
+        arm_accepts();
+        break;
+    case CANCEL: break;
+    default: on_client_event(object_of(user_data), op, cqe); break;
+    }
+    if (cqe->flags & IORING_CQE_F_BUFFER)
+        give_back(cqe);
+}
+
+/* One turn per io_uring_enter: it submits every request the last turn
+ * queued and waits for at least one completion; then every completion in
+ * the CQ is handled, and the CQ's head moves past them all at once. A
+ * signal makes it return -EINTR: go round again. */
+static void serve_forever(void)
+{
+    for (;;) {
+        int ret = io_uring_submit_and_wait(&ring, 1);
+        if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
+            fprintf(stderr, "server: io_uring_submit_and_wait: %s\n", strerror(-ret));
+            exit(1);
+        }
+        struct io_uring_cqe *cqe;
+        unsigned head, seen = 0;
+        io_uring_for_each_cqe(&ring, head, cqe) {
+            on_completion(cqe);
+            seen++;
+        }
+        io_uring_cq_advance(&ring, seen);
+    }
+}
+
+/* ================================= Set-up ================================== */
+
+/* Where io_uring cannot be used, say why, plainly, and stop: a container's
+ * seccomp filter (Docker's refuses it: EPERM), the sysctl
+ * kernel.io_uring_disabled (EPERM), a kernel without it (ENOSYS) or too
+ * old for what this server asks (EINVAL: it needs Linux 6.1). */
+static void io_uring_unavailable(int err)
+{
+    fprintf(stderr, "server: io_uring is not available here: %s (a kernel older than 6.1, "
+                    "kernel.io_uring_disabled, or a seccomp filter)\n", strerror(err));
+    exit(1);
+}
+
+/* The ring. SINGLE_ISSUER: only this thread submits. DEFER_TASKRUN: the
+ * kernel finishes our requests' work (copying received bytes, posting
+ * completions) only when we enter it to wait, not by interrupting us at
+ * any moment: fewer interruptions, completions in batches. Both came in
+ * Linux 6.1, after everything else used here (multishot accept and
+ * provided buffer rings, 5.19): asking for them is how this server checks
+ * that the kernel is recent enough. SUBMIT_ALL: one bad request
+ * does not hold back the others. CQSIZE: a CQ larger than the SQ. */
+static void set_up_ring(void)
+{
+    struct io_uring_params params;
+    memset(&params, 0, sizeof params);
+    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                   IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE;
+    params.cq_entries = CQ_ENTRIES;
+    int ret = io_uring_queue_init_params(SQ_ENTRIES, &ring, &params);
+    if (ret < 0)
+        io_uring_unavailable(-ret);
+}
+
+/* The provided buffers: their ring (an array the kernel reads, page
+ * aligned, hence mmap) and their memory, registered as group 0, every
+ * buffer lent at once. MAP_POPULATE makes the 1 MiB resident now: it is
+ * the server's, whoever its clients are, and counted from the start. */
+static void set_up_buffers(void)
+{
+    size_t ring_size = BUFFER_COUNT * sizeof(struct io_uring_buf);
+    buffers = mmap(NULL, ring_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    buffer_memory = mmap(NULL, (size_t)BUFFER_COUNT * BUFFER_SIZE, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (buffers == MAP_FAILED || buffer_memory == MAP_FAILED) {
+        perror("server: mmap");
+        exit(1);
+    }
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof reg);
+    reg.ring_addr = (uint64_t)(uintptr_t)buffers;
+    reg.ring_entries = BUFFER_COUNT;
+    reg.bgid = BUFFER_GROUP;
+    int ret = io_uring_register_buf_ring(&ring, &reg, 0);
+    if (ret < 0)
+        io_uring_unavailable(-ret);
+    io_uring_buf_ring_init(buffers);
+    for (int id = 0; id < BUFFER_COUNT; id++)
+        io_uring_buf_ring_add(buffers, buffer_memory + (size_t)id * BUFFER_SIZE, BUFFER_SIZE,
+                              (unsigned short)id, io_uring_buf_ring_mask(BUFFER_COUNT), id);
+    io_uring_buf_ring_advance(buffers, BUFFER_COUNT);
+}
+
+/* The ring first: where io_uring is refused, no ready line is printed.
+ * Then the listeners (non-blocking, as in 06: shed_connection's accept()
+ * must not wait), their accepts armed, and the spare descriptor. */
+static void set_up_loop(const char *host, const int *ports, int nports)
+{
+    set_up_ring();
+    set_up_buffers();
+    for (listener_count = 0; listener_count < nports; listener_count++) {
+        int fd = open_listener(host, ports[listener_count]);
+        if (fd < 0 || fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
+            exit(1);
+        listeners[listener_count].fd = fd;
+    }
+    arm_accepts();
+    reserve_spare_fd();
+}
+
+/* ============================== Command line =============================== */
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: server [-H host] [-p port]... (up to 3) [-m max-clients] [-q]\n");
+    exit(2);
+}
+
+static void parse_options(int argc, char **argv)
+{
+    int c;
+    while ((c = getopt(argc, argv, "H:p:m:q")) != -1) {
+        switch (c) {
+        case 'H': opt.host = optarg; break;
+        case 'p':
+            if (opt.nports == MAX_PORTS)
+                usage();
+            opt.ports[opt.nports++] = parse_number(optarg, 0, 65535);
+            break;
+        case 'm': opt.max_clients = parse_number(optarg, 1, MAX_CLIENTS_LIMIT); break;
+        case 'q': quiet = 1; break;
+        default: usage();
+        }
+    }
+    if (optind != argc)
+        usage();
+    if (opt.nports == 0) /* no -p: the default port */
+        opt.ports[opt.nports++] = DEFAULT_PORT;
+}
+
+/* ================================== Main =================================== */
+
+int main(int argc, char **argv)
+{
+    parse_options(argc, argv);
+    install_signal_handlers();
+    set_up_loop(opt.host, opt.ports, opt.nports);
+    serve_forever();
+}
