@@ -2,7 +2,7 @@
 #
 #   make               build every chapter, the tools, and the reference servers
 #                      whose libraries are installed (scripts/reference/)
-#   make chapter-N     build chapter N and run its guided demo (N = 1..9)
+#   make chapter-N     build chapter N and run its guided demo (N = 1..10)
 #   make test          the whole test suite, every chapter
 #   make test-N        the suite against chapter N only
 #   make strace-N      one client's session with chapter N's server, whole, under strace
@@ -11,7 +11,8 @@
 #   make compare A=N B=M   two stages side by side: their code (diff -u), their sessions, their calls
 #   make bench         every chapter and reference server under the same loads, side by side
 #                      (about 13 minutes; QUICK=1: one round of four loads, under 2 minutes)
-#   make c10k          10,000 connections at once on 06-epoll and 09-epoll-workers, both modes
+#   make c10k          10,000 connections at once on 06-epoll and 09-epoll-workers (both modes)
+#                      and 10-io-uring
 #   make lint          cppcheck and clang-tidy on the C, shellcheck on the scripts (about a minute)
 #   make clean
 #
@@ -27,6 +28,12 @@ all: $(CHAPTERS) tools references
 $(CHAPTERS) tools:
 	@$(MAKE) -C $(if $(filter tools,$@),scripts,$@)
 
+# Chapter 10 links liburing (Debian: liburing-dev): installed first when
+# missing, or the exact command to install it is printed.
+10-io-uring: liburing
+liburing:
+	@scripts/ensure-deps.sh liburing-dev
+
 # libevent's and libuv's echo servers, which make bench measures the chapters
 # against (the suite checks their protocol too); each is skipped, with a
 # note, while its library is missing: make test and make bench install them.
@@ -34,7 +41,7 @@ references:
 	@$(MAKE) -C scripts/reference
 
 chapter-%: tools
-	@$(MAKE) -C $(call chapter_dir,$*)
+	@$(MAKE) $(call chapter_dir,$*)
 	@scripts/demo.sh $(call chapter_dir,$*)
 
 test: test-deps all
@@ -45,11 +52,11 @@ test-%: tools test-deps
 	@tests/run.sh $(call chapter_dir,$*)
 
 test-deps:
-	@scripts/ensure-deps.sh bats bats-support bats-assert python3 strace libevent-dev libuv1-dev
+	@scripts/ensure-deps.sh bats bats-support bats-assert python3 strace libevent-dev libuv1-dev liburing-dev
 
 strace-%: tools
 	@scripts/ensure-deps.sh strace
-	@$(MAKE) -C $(call chapter_dir,$*)
+	@$(MAKE) $(call chapter_dir,$*)
 	@scripts/strace-session.sh $(call chapter_dir,$*) $(MODE)
 
 # A and B as scripts/strace-compare.sh takes them: 3, 03, 06+et, 06-epoll+et.
@@ -71,6 +78,7 @@ c10k: all
 	@scripts/c10k.sh 06-epoll -e
 	@scripts/c10k.sh 09-epoll-workers
 	@scripts/c10k.sh 09-epoll-workers -e
+	@scripts/c10k.sh 10-io-uring
 
 lint:
 	@scripts/ensure-deps.sh cppcheck clang-tidy shellcheck
@@ -79,4 +87,4 @@ lint:
 clean:
 	@for dir in $(CHAPTERS) scripts scripts/reference; do $(MAKE) -s -C $$dir clean; done
 
-.PHONY: all tools references test test-deps compare bench c10k lint clean $(CHAPTERS)
+.PHONY: all tools liburing references test test-deps compare bench c10k lint clean $(CHAPTERS)

@@ -6,7 +6,7 @@
 # byte checked (scripts/loadgen). Prints the server's thread count, its
 # memory per connection while the 10,000 sit idle, and its peak resident
 # memory. Fails if any connection was not served, or if an idle one costs
-# the server more than 2 KiB (make c10k runs the event loops, 06 and 09,
+# the server more than 2 KiB (make c10k runs the event loops, 06, 09 and 10,
 # whose idle client is a small struct; BYTES_LIMIT=N sets another bound).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -47,6 +47,12 @@ only_stdio() {
     exec "$@"
 }
 
+# ready_or_gone: the server launch started has printed its ready line, or
+# has exited already (it never will, then: no use waiting).
+ready_or_gone() {
+    has_lines "$tmp/ready" '^listening' 1 || ! kill -0 "$pid" 2>/dev/null
+}
+
 # launch COMMAND...: run a server COMMAND in the background, its stdout in
 # $tmp/ready and its stderr in $tmp/server.log, and wait for its
 # "listening on" line. Sets pid (COMMAND's) and port (its first listener).
@@ -55,7 +61,8 @@ launch() {
     only_stdio "$@" >"$tmp/ready" 2>>"$tmp/server.log" &
     pid=$!
     launched+=("$pid")
-    wait_for "$tmp/ready" '^listening' ||
+    poll_until ready_or_gone || true
+    has_lines "$tmp/ready" '^listening' 1 ||
         { echo "$*: no ready line; $(tail -3 "$tmp/server.log")" >&2; return 1; }
     # shellcheck disable=SC2034 # used by the scripts that source this file
     port=$(sed -n '1s/.*://p' "$tmp/ready")

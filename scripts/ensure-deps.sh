@@ -18,6 +18,7 @@ is_present() {
     gnuplot-nox) command -v gnuplot >/dev/null ;;
     libuv1-dev) [[ -f /usr/include/uv.h ]] ;;
     libevent-dev) [[ -f /usr/include/event2/bufferevent.h ]] ;;
+    liburing-dev) [[ -f /usr/include/liburing.h ]] ;;
     linux-perf) command -v perf >/dev/null ;;
     *) command -v "$1" >/dev/null ;;
     esac

@@ -65,4 +65,5 @@ check_lesson() {
 @test "lesson 07: its unattended commands run" { check_lesson 07-socketserver-clone/README.md; }
 @test "lesson 08: its unattended commands run" { check_lesson 08-prethreaded-pool/README.md; }
 @test "lesson 09: its unattended commands run" { check_lesson 09-epoll-workers/README.md; }
+@test "lesson 10: its unattended commands run" { check_lesson 10-io-uring/README.md; }
 @test "the course map: its unattended commands run" { check_lesson README.md; }

@@ -12,7 +12,7 @@
 # chapter's tcp row also strace.bats (the traced session speaks TCP; the
 # reference servers have no stage and no lesson to check there); a datagram
 # row (udp, unixgram) runs datagram.bats. A chapter's own file
-# (tests/socketserver.bats for 07), when it exists, runs once: with the row
+# (tests/socketserver.bats for 07, tests/io_uring.bats for 10), when it exists, runs once: with the row
 # named after the chapter alone (07-socketserver-clone, not +forking).
 # Files about the course as a whole (the chapters' shared files, the test
 # tools, the lessons' commands) run once, after the rows, when no chapter is
@@ -30,7 +30,7 @@ TCP_FILES=(tests/strace.bats)
 DATAGRAM_FILES=(tests/datagram.bats)
 ONCE_FILES=(tests/shape.bats tests/tools.bats tests/lessons.bats)
 # Files that test one chapter beyond the shared contract: chapter -> file.
-declare -A OWN_FILE=([07-socketserver-clone]=tests/socketserver.bats)
+declare -A OWN_FILE=([07-socketserver-clone]=tests/socketserver.bats [10-io-uring]=tests/io_uring.bats)
 
 if (($# == 0)); then
     dirs=([0-9][0-9]-*/)
