@@ -184,7 +184,10 @@ static struct io_uring_sqe *get_sqe(void)
 
 /* Ask the kernel to stop the request whose user_data is this. Its own
  * completion (tagged CANCEL) says only whether it found it; what counts
- * comes with the stopped request's completion (-ECANCELED). */
+ * comes with the stopped request's completion (-ECANCELED). A cancel that
+ * outlives its client (freed in the same turn) finds nothing: a new client
+ * at the same address queues its requests after it, and the kernel takes
+ * the queue in order. */
 static void cancel(const void *object, enum op op)
 {
     struct io_uring_sqe *sqe = get_sqe();
@@ -368,17 +371,17 @@ static void take_pending(struct client *c)
 /* Arm a recv: when bytes arrive, the kernel takes a buffer from our ring
  * (IOSQE_BUFFER_SELECT), receives into it, and posts a completion. It
  * waits for the bytes itself (it polls the socket): no recv() returns
- * EAGAIN to us, and no thread waits. One recv, one completion, armed again
- * by after_io() while the client wants input: 06's rule, one recv() per
- * readiness, only while it wants input.
- * Why not a multishot recv (armed once, a completion per arrival until
- * cancelled)? It does not wait for us: on a client that floods, it goes on
- * receiving, up to 32 buffers a pass and pass after pass, all within the
- * io_uring_enter that our cancel would ride in on next. Those bytes would
- * have to be kept: measured, 390 KiB a client, when the
- * backpressure rule promises at most 128 KiB. Its gain, one request less
- * per arrival, costs no system call here anyway: the next recv goes with
- * the reply, in the same io_uring_enter. */
+ * EAGAIN to us, and no thread waits. One recv, one completion; after_io()
+ * arms the next while the client wants input: 06's rule, one recv() per
+ * readiness, and only while the client wants input.
+ * Why not a multishot recv, armed once, a completion per arrival until
+ * cancelled? It does not wait for us: on a client that floods, it goes on
+ * receiving, up to 32 buffers a pass, pass after pass, within the one
+ * io_uring_enter that our cancel could only ride in on next. Those bytes
+ * would have to be kept somewhere: measured, 390 KiB a client, where the
+ * backpressure rule allows 128 KiB. What it saves, one request per
+ * arrival, is no system call here: the next recv leaves with the reply,
+ * in the same io_uring_enter. */
 static void arm_recv(struct client *c)
 {
     struct io_uring_sqe *sqe = get_sqe();
@@ -389,7 +392,6 @@ static void arm_recv(struct client *c)
     c->receiving = 1;
     c->inflight++;
 }
-
 
 /* =============================== The clients =============================== */
 
