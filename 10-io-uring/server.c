@@ -88,6 +88,10 @@
 /* The output queue's first allocation: a few replies' worth. */
 #define OUT_MIN_CAP 256
 
+/* setup.c's open_listener() leaves the ready line to set_up_loop: once the
+ * ring is there. */
+#define READY_LINE_LATER
+
 #include "setup.c"
 #include "protocol.h"
 
@@ -778,19 +782,23 @@ static void set_up_buffers(void)
     io_uring_buf_ring_advance(buffers, BUFFER_COUNT);
 }
 
-/* The ring first: where io_uring is refused, no ready line is printed.
- * Then the listeners (non-blocking, as in 06: shed_connection's accept()
- * must not wait), their accepts armed, and the spare descriptor. */
+/* The listeners first (non-blocking, as in 06: shed_connection's accept()
+ * must not wait), so that a bad address is a usage error (exit 2) and a
+ * port in use a clear one (exit 1), wherever the server runs; then the
+ * ring, and only then the ready lines: where io_uring is refused, none is
+ * printed. Then the accepts, armed, and the spare descriptor. */
 static void set_up_loop(const char *host, const int *ports, int nports)
 {
-    set_up_ring();
-    set_up_buffers();
     for (listener_count = 0; listener_count < nports; listener_count++) {
         int fd = open_listener(host, ports[listener_count]);
         if (fd < 0 || fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
             exit(1);
         listeners[listener_count].fd = fd;
     }
+    set_up_ring();
+    set_up_buffers();
+    for (int i = 0; i < listener_count; i++)
+        print_ready_line(listeners[i].fd, host);
     arm_accepts();
     reserve_spare_fd();
 }
