@@ -760,9 +760,11 @@ static void set_up_ring(void)
 static void set_up_buffers(void)
 {
     size_t ring_size = BUFFER_COUNT * sizeof(struct io_uring_buf);
+    size_t memory_size = (size_t)BUFFER_COUNT * BUFFER_SIZE;
+    /* cppcheck-suppress invalidFunctionArg ; an anonymous mapping takes fd -1 */
     buffers = mmap(NULL, ring_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    buffer_memory = mmap(NULL, (size_t)BUFFER_COUNT * BUFFER_SIZE, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    /* cppcheck-suppress invalidFunctionArg ; the same */
+    buffer_memory = mmap(NULL, memory_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (buffers == MAP_FAILED || buffer_memory == MAP_FAILED) {
         perror("server: mmap");
         exit(1);

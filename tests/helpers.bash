@@ -194,11 +194,11 @@ skip_if_unavailable() {
     skip "$reason"
 }
 
-# skip_unless_it_runs: start the server and stop it, before a test takes its
-# stderr away (SERVER_WRAPPER): a stage that cannot run here is skipped
-# now, with the reason its stderr gives (skip_if_unavailable).
+# skip_unless_it_runs [ARGS...]: start the server and stop it, before a
+# test takes its stderr away (SERVER_WRAPPER): a stage that cannot run here
+# is skipped now, with the reason its stderr gives (skip_if_unavailable).
 skip_unless_it_runs() {
-    start_server
+    start_server "$@"
     stop_pid "$SERVER_PID"
 }
 
