@@ -374,4 +374,4 @@ say "== what to notice =="
 sed -n '/<!-- notice -->/,/<!-- \/notice -->/{/<!--/d;p}' "$chapter/README.md"
 echo
 echo "By hand: '$server' in one terminal, '$client' in others (scripts/probe when you need control over the bytes)."
-echo "Next: read $chapter/README.md; 'make test-${chapter:1:1}' runs this chapter's tests."
+echo "Next: read $chapter/README.md; 'make test-$((10#${chapter%%-*}))' runs this chapter's tests."

@@ -8,7 +8,10 @@
 # than the row's was used ("2 accept4" on the accept row). Then the calls
 # per echoed line: those the serving task made after sending the greeting,
 # up to and including the echo of "three", divided by 3; and per
-# connection: all the others. A call still waiting when the session ended
+# connection: all the others. (10 makes no sendto: its replies leave in
+# the io_uring_enter calls that submit; the first after the greeting's
+# getpid() carries the greeting, the third after that the echo of "three".)
+# A call still waiting when the session ended
 # belongs to the next one and is not counted. With -v scenario=sleep or
 # flood (not echo), the total only: there are no echoes to divide by.
 
@@ -28,6 +31,8 @@ FNR == 1 {
     col++
     greeted = 0
     echoed = 0
+    asked_pid = 0
+    submits = 0
 }
 
 {
@@ -59,6 +64,16 @@ FNR == 1 {
     }
     if (text ~ /^sendto\([0-9]+, "three\\n"/)
         echoed = 1
+    if (text ~ /^getpid\(/)
+        asked_pid = 1
+    if (text ~ /^io_uring_enter\([0-9]+, [1-9]/ && asked_pid) {
+        if (!greeted) {
+            greeted = 1
+            server[col] = who
+        } else if (++submits == 3) {
+            echoed = 1
+        }
+    }
 }
 
 # A count, or counts by name where a variant other than the row's was used
