@@ -126,8 +126,8 @@ not_run() {
     python-threading,busy-10000) echo "the thread cap: at 10,000 threads the GIL's hand-overs collapse (a trial echoed 164 msg/s, then timed out)" ;;
     python-forking,busy-10000) echo "the process cap: 10,000 interpreters, each copying the pages it touches (05's 10,000 C processes hold 10 GiB)" ;;
     08-*,busy-* | 08-*,idle-900) pool_too_small "$@" ;;
-    04-thread-per-conn,mix | 06-epoll,mix | 09-*,mix) return 1 ;;
-    *,mix) echo "the sleep mix measures 09's pool against 06 and 04 only: a loop without a pool sleeps like 06, a task per client like 04" ;;
+    04-thread-per-conn,mix | 06-epoll,mix | 09-*,mix | 10-io-uring,mix) return 1 ;;
+    *,mix) echo "the sleep mix measures the ways to keep a slow handler from stalling others (06 stalls, 04's threads, 09's pool, 10's timers) only" ;;
     *) return 1 ;;
     esac
 }
@@ -302,7 +302,7 @@ if (($# > 0)); then
 else
     servers=(01-blocking 02-select-multiport 03-select-rw-split 04-thread-per-conn 05-fork-per-conn
         06-epoll 06-epoll+et 07-socketserver-clone 07-socketserver-clone+forking
-        08-prethreaded-pool 08-prethreaded-pool+prefork 09-epoll-workers
+        08-prethreaded-pool 08-prethreaded-pool+prefork 09-epoll-workers 10-io-uring
         libevent libuv python-threading python-forking)
 fi
 for server in "${servers[@]}"; do
