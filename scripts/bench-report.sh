@@ -8,7 +8,7 @@
 # ================================ Medians ====================================
 
 # The columns of bench.csv, one row per server, placement and cell.
-BENCH_COLUMNS=server,placement,cell,runs,rate,p50_us,p99_us,cpu_us_per_op,peak_kib,loadgen_cpu_pct,loadgen_saturated,syscalls_per_echo,epoll_ctl_per_echo,rtt_vs_floor,not_run
+BENCH_COLUMNS=server,placement,cell,runs,rate,p50_us,p99_us,cpu_us_per_op,peak_kib,loadgen_cpu_pct,loadgen_saturated,syscalls_per_op,epoll_ctl_per_op,rtt_vs_floor,not_run
 
 # loadgen at or above this share of its CPU is the bottleneck, not the server.
 SATURATED_PCT=90
@@ -46,8 +46,9 @@ floor_rtt() {
 }
 
 # summarize: bench.csv, a row for every server and cell in every placement
-# run, medians or the reason it was not run; calls per echo on the busy-100
-# rows, the round trip over the floor (the median of each run's) on the
+# run, medians or the reason it was not run; system calls per echo (per
+# connection on churn rows) on the pinned rows counted (busy-100, busy-1000,
+# churn: see count_syscalls), the round trip over the floor (the median of each run's) on the
 # busy-1 rows.
 summarize() {
     local server placement cell why m calls
@@ -64,8 +65,7 @@ summarize() {
                     fi
                     m=$(grep "^$server,$placement,$cell," "$tmp/medians" | cut -d, -f4-) || continue
                     calls=,
-                    [[ $cell != busy-100 || $placement != pinned ]] ||
-                        calls=$(awk -F, -v s="$server" '$1 == s { print $2 "," $3 }' "$out/syscalls.csv")
+                    [[ $placement != pinned ]] || calls=$(calls_of "$server" "$cell" 3,4)
                     awk -F, -v key="$server,$placement,$cell" -v calls="${calls:-,}" -v sat="$SATURATED_PCT" '{
                             print key "," $1 "," $2 "," $3 "," $4 "," $5 "," $6 "," $7 "," ($7 >= sat ? "yes" : "no") "," calls "," $8 ","
                         }' <<<"$m"
@@ -73,6 +73,12 @@ summarize() {
             done
         done
     } >"$out/bench.csv"
+}
+
+# calls_of SERVER CELL FIELDS: those fields (3: calls per operation, 4:
+# epoll_ctl) of SERVER's count at CELL in syscalls.csv, comma-separated.
+calls_of() {
+    awk -F, -v s="$1" -v k="$2" '$1 == s && $2 == k' "$out/syscalls.csv" | cut -d, -f"$3"
 }
 
 # get SERVER PLACEMENT CELL COLUMN: one value of bench.csv, by column name.
@@ -150,18 +156,18 @@ table() {
     echo
     printf '| server |'
     for cell in "${cells[@]}"; do printf ' %s |' "$(cell_label "$cell")"; done
-    [[ $2 != fmt_cpu ]] || printf ' calls per echo | 1-connection round trip / floor |'
+    [[ $2 != fmt_cpu ]] || printf ' calls per echo, 100 / 1,000 busy | calls per short connection | 1-connection round trip / floor |'
     echo
     printf '| --- |'
     for cell in "${cells[@]}"; do printf ' --- |'; done
-    [[ $2 != fmt_cpu ]] || printf ' --- | --- |'
+    [[ $2 != fmt_cpu ]] || printf ' --- | --- | --- |'
     echo
     for server in "${servers[@]}"; do
         printf '| %s |' "$server"
         for cell in "${cells[@]}"; do printf ' %s |' "$(with_row "$server" "$cell" "$2")"; done
         [[ $2 != fmt_cpu ]] ||
-            printf ' %s | %s |' "$(awk -F, -v s="$server" '$1 == s { print $2 }' "$out/syscalls.csv")" \
-                "$(get "$server" pinned busy-1 rtt_vs_floor | sed 's/.$/&x/')"
+            printf ' %s / %s | %s | %s |' "$(calls_of "$server" busy-100 3)" "$(calls_of "$server" busy-1000 3)" \
+                "$(calls_of "$server" churn 3)" "$(get "$server" pinned busy-1 rtt_vs_floor | sed 's/.$/&x/')"
         echo
     done
 }
@@ -277,6 +283,36 @@ targets_09() {
     done
 }
 
+# targets_10: the course's targets for 10's ring against 06, as ratios in
+# this run (pinned): server CPU per echo (per round), system calls per echo
+# and per short connection (one count each, see count_syscalls); and the
+# sleep mix's messages per second against 06, 09 and 04 (no target).
+targets_10() {
+    local cell limit r against p
+    has 10-io-uring 06-epoll || return 0
+    echo
+    echo "10-io-uring against 06, this run: the median of the per-round ratios (system calls: one count each), with the course's targets:"
+    echo
+    for cell in busy-100 busy-1000; do
+        measured "$cell" || continue
+        target 10-io-uring 06-epoll "$cell" cpu_us_per_op '<=' 1.0 "10 / 06, server CPU per echo"
+    done
+    for cell in busy-100 busy-1000 churn; do
+        limit=0.25
+        [[ $cell != churn ]] || limit=0.5
+        r=$(div "$(calls_of 10-io-uring "$cell" 3)" "$(calls_of 06-epoll "$cell" 3)")
+        echo "- $(cell_label "$cell"): 10 / 06, system calls per $([[ $cell == churn ]] && echo connection || echo echo)" \
+            "**${r}x** (target <= ${limit}x: $(verdict "$r" '<=' "$limit")); 10 made $(calls_of 10-io-uring "$cell" 3), 06 $(calls_of 06-epoll "$cell" 3)"
+    done
+    measured mix || return 0
+    for against in 06-epoll 09-epoll-workers 04-thread-per-conn; do
+        has "$against" || continue
+        p=$(paired 10-io-uring "$against" mix rate)
+        echo "- $(cell_label mix): 10 / ${against%%-*}, messages per second **${p%% *}x**; per round:${p#* };" \
+            "medians' ratio $(ratio 10-io-uring "$against" mix rate)x"
+    done
+}
+
 # has SERVER...: every one of them is in this run.
 has() {
     local server
@@ -332,6 +368,7 @@ write_report() {
     targets
     targets_08
     targets_09
+    targets_10
     section_07_table
 }
 

@@ -230,30 +230,38 @@ run_section() {
 
 # ================== System calls per echo, and the floor =====================
 
-# count_syscalls SERVER: its system calls per echo, and its epoll_ctl calls
-# per echo, from `perf stat` on the server (threads and children included:
-# those forked later inherit the counters, a pool's are named with -p)
-# while 100 connections ping-pong (one, for 01); appends "server,calls,epoll_ctl" to
-# syscalls.csv, "n/a" when perf cannot count here. A separate run: counting
-# costs time. Connecting 100 clients adds about 0.02 per echo.
+# count_syscalls SERVER CELL: its system calls per echo (per connection for
+# churn), and its epoll_ctl calls, from `perf stat` on the server (threads
+# and children included: those forked later inherit the counters, a pool's
+# are named with -p) while loadgen runs the cell; appends
+# "server,cell,calls,epoll_ctl" to syscalls.csv, "n/a" when perf cannot
+# count here. A separate run: counting costs time. Connecting 100 clients
+# adds about 0.02 per echo. 01 serves one client at a time: its echoes come
+# from one connection.
 count_syscalls() {
-    local server=$1 c=100 n=$((quick ? 100 : 300)) perf_pid calls
-    ! not_run "$server" busy-100 >/dev/null || n=$((c * n)) c=1 # one client at a time, as many echoes
+    local server=$1 cell=$2 perf_pid args calls
+    not_run "$server" "$cell" >/dev/null && [[ $server != 01-* || $cell == churn ]] && return 0
+    args=$(loadgen_args "$cell")
+    [[ $server != 01-* || $cell == churn ]] || args=$(loadgen_args busy-1)
     pinning pinned
     server_command "$server"
     launch "${on_cpu0[@]}" "${cmd[@]}" 2>>"$raw/errors.log" || return 0
     perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_epoll_ctl -x, -o "$tmp/perf" \
-        -p "$(process_family "$pid" | paste -sd,)" \
-        2>>"$raw/errors.log" &
+        -p "$(process_family "$pid" | paste -sd,)" 2>>"$raw/errors.log" &
     perf_pid=$!
     sleep 0.5 # perf attaches to every thread first
-    "${on_cpu1[@]}" scripts/loadgen -p "$port" -c "$c" -n "$n" -t 60 >/dev/null 2>>"$raw/errors.log" || true
+    # shellcheck disable=SC2086 # loadgen_args is a list of words
+    "${on_cpu1[@]}" scripts/loadgen -p "$port" $args -t 60 -C >"$tmp/loadgen.csv" 2>>"$raw/errors.log" || true
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true
     stop "$pid"
-    calls=$(awk -F, -v m=$((c * n)) '$3 == "raw_syscalls:sys_enter" { a = $1 } $3 == "syscalls:sys_enter_epoll_ctl" { b = $1 }
-        END { if (a ~ /^[0-9]+$/) printf "%.2f,%.2f", a / m, b / m; else printf "n/a,n/a" }' "$tmp/perf" 2>/dev/null || echo "n/a,n/a")
-    echo "$server,$calls" >>"$out/syscalls.csv"
+    # Operations: loadgen's CSV line (mode,conns,idle,msgs,...,opened,...):
+    # conns x msgs echoes, or the connections opened for churn.
+    calls=$(awk -F, -v csv="$(cat "$tmp/loadgen.csv")" '
+        BEGIN { split(csv, l, ","); m = l[1] == "churn" ? l[7] : l[2] * l[4] }
+        $3 == "raw_syscalls:sys_enter" { a = $1 } $3 == "syscalls:sys_enter_epoll_ctl" { b = $1 }
+        END { if (a ~ /^[0-9]+$/ && m > 0) printf "%.2f,%.2f", a / m, b / m; else printf "n/a,n/a" }' "$tmp/perf" 2>/dev/null || echo "n/a,n/a")
+    echo "$server,$cell,$calls" >>"$out/syscalls.csv"
 }
 
 # start_floor_server: sockperf's server, on CPU 0 like every server here,
@@ -293,7 +301,7 @@ source scripts/bench-report.sh
 
 echo "server,placement,cell,mode,conns,idle,msgs,size,inflight,opened,greeted,failed,seconds,rate,p50_us,p99_us,p999_us,max_us,connect_p50_us,connect_p99_us,server_cpu_us_per_op,server_rss_kib,server_peak_kib,loadgen_cpu_pct,floor_rtt_us" >"$raw/runs.csv"
 : >"$raw/errors.log"
-echo "server,syscalls_per_echo,epoll_ctl_per_echo" >"$out/syscalls.csv"
+echo "server,cell,syscalls_per_op,epoll_ctl_per_op" >"$out/syscalls.csv"
 echo "rtt_p50_us,rtt_p99_us" >"$out/floor.csv"
 machine="$(nproc) CPUs ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r)"
 echo "machine: $machine; load average $(cut -d' ' -f1 /proc/loadavg) (anything else running skews the figures)"
@@ -310,10 +318,12 @@ for server in "${servers[@]}"; do
 done
 start_floor_server
 run_section "Every server, $(IFS=, && echo "${placements[*]}")"
-echo "== system calls per echo"
+echo "== system calls per echo (100 and 1,000 busy) and per short connection"
 for server in "${servers[@]}"; do
-    progress 0 0 "system calls per echo: $server"
-    count_syscalls "$server"
+    for cell in busy-100 busy-1000 churn; do
+        progress 0 0 "system calls: $server, $(cell_label "$cell")"
+        count_syscalls "$server" "$cell"
+    done
 done
 [[ ! -t 2 ]] || echo >&2
 (($# > 0)) || [[ -n $quick ]] || section_07

@@ -313,6 +313,24 @@ workers_scene() {
     echo " variable; write(3) adds 1 to the eventfd, which wakes main's epoll_wait.)"
 }
 
+# 10: the same load on 06 and 10, each under strace -c from its start:
+# 06 makes a recvfrom and a sendto per echo, whatever the load; 10 makes
+# io_uring_enter calls only, a few per hundred echoes when each turn finds
+# many completions (strace slows every call, so turns find more here).
+calls_scene() {
+    say "== 100 busy clients, 100,000 echoes, under strace -c: 06's calls against 10's =="
+    if ! command -v strace >/dev/null; then
+        echo "(strace is not installed: 'make strace-10' installs it, or 'sudo apt-get install strace'; scene skipped)"
+        return
+    fi
+    make -s -C 06-epoll
+    echo "\$ scripts/syscalls-per-echo.sh 06-epoll $chapter"
+    scripts/syscalls-per-echo.sh 06-epoll "$chapter" | sed 's/^/    /'
+    echo "(06: a recvfrom and a sendto for every echo. 10: the kernel made those calls, asked"
+    echo " through the ring; each io_uring_enter handed it a turn's requests and took back every"
+    echo " completion since the last one.)"
+}
+
 # 07: one library, three mix-ins. Each server holds three clients at once;
 # their greetings say who serves them (pid, tid).
 mixins_scene() {
@@ -360,6 +378,7 @@ sticky_packets_scene
 [[ $chapter != 05-* ]] || zombie_scene
 [[ $chapter != 08-* ]] || pool_scene
 [[ $chapter != 09-* ]] || workers_scene
+[[ $chapter != 10-* ]] || calls_scene
 if [[ $chapter == 06-* ]]; then
     trigger_scene
     epoll_scene
