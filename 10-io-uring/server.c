@@ -8,9 +8,9 @@
  *             every request this turn queued, and waits for one completion
  *           a completion (CQE) -> what finished, and how:
  *             accept  -> a new client (the accept stays armed: multishot)
- *             recv    -> bytes, already in one of our buffers: answer them,
- *                        and ask for the next ones
- *             send    -> this many bytes went out: send the rest, or the next
+ *             recv    -> bytes, already in one of our buffers: answer them;
+ *                        then, one chain: send the reply, then recv again
+ *             send    -> a reply with no recv behind it went out, or failed
  *             timeout -> a client's sleep is over, or its linger
  *
  * 06 asks the kernel "which sockets are ready?" and then makes the calls
@@ -64,25 +64,22 @@
 #define SQ_ENTRIES 256
 
 /* Completions the CQ holds between two of our reads of it: a turn where
- * thousands of clients each finish something fits. Past it, the kernel
- * keeps the extra ones in a list of its own (IORING_FEAT_NODROP) until the
- * CQ has room: slower, never lost. 16 bytes each. */
+ * thousands of clients each finish something fits; past it, the kernel
+ * holds the rest (IORING_FEAT_NODROP): slower, never lost. 16 bytes each. */
 #define CQ_ENTRIES 8192
 
 /* The provided buffers, which the kernel receives into: 256 of 4 KiB, 1 MiB
- * for all clients together, each taken by one completion and given back
- * as soon as its bytes are copied. So 256 is how many completions with
- * bytes can wait for us at once; past it, a recv fails with ENOBUFS and is
- * armed again. 4 KiB is a line, about what one recv() in 06 took
- * (IN_SIZE). The count must be a power of two. */
+ * for all clients, each taken by one completion and given back once its
+ * bytes are copied. So 256 completions with bytes can wait for us at once;
+ * past it, a recv fails with ENOBUFS and is armed again. 4 KiB: about what
+ * one recv() in 06 took (IN_SIZE). A power of two, as it must be. */
 #define BUFFER_COUNT 256
 #define BUFFER_SIZE 4096
 #define BUFFER_GROUP 0
 
 /* Backpressure, 03's rule: stop receiving from a client whose unsent
- * replies reach 64 KiB (see nonblocking_io.c in 06 for the arithmetic: with
- * one IN_SIZE of input past the mark, a client makes us hold at most about
- * 97 KB of replies). */
+ * replies reach 64 KiB (06's nonblocking_io.c has the arithmetic: with one
+ * IN_SIZE of input past the mark, we hold at most about 97 KB of replies). */
 #define OUTPUT_HIGH_WATER (64 * 1024)
 
 /* The output queue's first allocation: a few replies' worth. */
@@ -110,10 +107,9 @@ static struct {
 } opt = {"127.0.0.1", {0}, 0, DEFAULT_MAX_CLIENTS};
 
 /* One connected client: 06's, plus what the kernel holds of it. A request
- * in flight names the client by its address (see tag), so the struct lives
- * until the last of them has come back (inflight), even after the client
- * has gone; its descriptor too, so that no request can name a number that
- * means another socket by then. */
+ * in flight names it by its address (see tag), so the struct, and its
+ * descriptor (which must not come to mean another socket), live until the
+ * last request has come back (inflight), even after the client has gone. */
 struct client {
     int fd;
     int local_port;             /* our end of the connection */
@@ -133,6 +129,7 @@ struct client {
     int eof;                    /* it has closed its end: nothing more to receive */
     size_t discarded;           /* bytes thrown away since it started leaving */
     int receiving;              /* a recv is armed */
+    int chained;                /* and linked behind the send in flight */
     int sleeping;               /* a sleep's timeout is armed */
     int lingering;              /* our FIN is sent; the linger's timeout is armed */
     int gone;                   /* dropped: waiting for its requests to come back */
@@ -154,44 +151,38 @@ enum op { ACCEPT, LISTENER_READY, ACCEPT_PAUSE, RECV, SEND, SLEEP, LINGER_TIMEOU
 /* Each request carries 64 bits of ours, user_data, which its completion
  * gives back: here, the address of what it was for (a client, a listener,
  * the accept pause; 8-aligned, so its low 3 bits are 0) with the kind of
- * request in those bits. */
+ * request in those bits (on_completion takes them apart). */
 static uint64_t tag(const void *object, enum op op)
 {
     return (uint64_t)(uintptr_t)object | (uint64_t)op;
 }
 
-static void *object_of(uint64_t user_data)
+/* Room for n requests in the SQ (a chain's go in one submission, or it is
+ * two chains); when the turn has filled it, io_uring_submit hands what it
+ * holds to the kernel now (one io_uring_enter), not at the turn's end. */
+static void make_room(unsigned n)
 {
-    return (void *)(uintptr_t)(user_data & ~(uint64_t)7);
-}
-
-static enum op op_of(uint64_t user_data)
-{
-    return (enum op)(user_data & 7);
-}
-
-/* A free entry of the submission queue. When the turn has filled it,
- * io_uring_submit hands what it holds to the kernel now (one
- * io_uring_enter) instead of waiting for the turn's end. */
-static struct io_uring_sqe *get_sqe(void)
-{
-    struct io_uring_sqe *sqe;
-    while ((sqe = io_uring_get_sqe(&ring)) == NULL) {
+    while (io_uring_sq_space_left(&ring) < n) {
         int ret = io_uring_submit(&ring);
         if (ret < 0 && ret != -EINTR && ret != -EAGAIN && ret != -EBUSY) {
             fprintf(stderr, "server: io_uring_submit: %s\n", strerror(-ret));
             exit(1);
         }
     }
-    return sqe;
+}
+
+/* A free entry of the submission queue. */
+static struct io_uring_sqe *get_sqe(void)
+{
+    make_room(1);
+    return io_uring_get_sqe(&ring);
 }
 
 /* Ask the kernel to stop the request whose user_data is this. Its own
  * completion (tagged CANCEL) says only whether it found it; what counts
- * comes with the stopped request's completion (-ECANCELED). A cancel that
- * outlives its client (freed in the same turn) finds nothing: a new client
- * at the same address queues its requests after it, and the kernel takes
- * the queue in order. */
+ * comes with the stopped request's (-ECANCELED). A cancel that outlives its
+ * client (freed in the same turn) finds nothing: a new client at the same
+ * address queues its requests after it, and the kernel takes them in order. */
 static void cancel(const void *object, enum op op)
 {
     struct io_uring_sqe *sqe = get_sqe();
@@ -242,12 +233,17 @@ static size_t unsent(const struct client *c)
 }
 
 /* Ask the kernel to send the rest of c->sending. It sends when the socket
- * has room, however long that takes: the loop never sees EAGAIN. */
-static void submit_send(struct client *c)
+ * has room, however long that takes: the loop never sees EAGAIN. Chained
+ * (after_io): the recv linked behind it starts once it has succeeded, which
+ * posts nothing; MSG_WAITALL: the kernel sends the rest of a partial send. */
+static void submit_send(struct client *c, int chained)
 {
     struct io_uring_sqe *sqe = get_sqe();
-    io_uring_prep_send(sqe, c->fd, c->sending + c->sent, c->sending_len - c->sent, MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, c->fd, c->sending + c->sent, c->sending_len - c->sent,
+                       chained ? MSG_NOSIGNAL | MSG_WAITALL : MSG_NOSIGNAL);
+    sqe->flags |= chained ? IOSQE_IO_LINK | IOSQE_CQE_SKIP_SUCCESS : 0;
     io_uring_sqe_set_data64(sqe, tag(c, SEND));
+    c->chained = chained;
     c->inflight++;
 }
 
@@ -255,7 +251,7 @@ static void submit_send(struct client *c)
  * kernel reads the buffer until the send completes, so it is not ours to
  * touch till then: the queue moves over to c->sending, and the replies
  * made meanwhile go to a new c->out (which may move as it grows). */
-static void start_send(struct client *c)
+static void start_send(struct client *c, int chained)
 {
     if (c->sending != NULL || c->out_len == 0)
         return;
@@ -264,7 +260,7 @@ static void start_send(struct client *c)
     c->sent = 0;
     c->out = NULL;
     c->out_len = c->out_cap = 0;
-    submit_send(c);
+    submit_send(c, chained);
 }
 
 /* Answer with one line: append it and its '\n' to the client's queue.
@@ -376,16 +372,14 @@ static void take_pending(struct client *c)
  * (IOSQE_BUFFER_SELECT), receives into it, and posts a completion. It
  * waits for the bytes itself (it polls the socket): no recv() returns
  * EAGAIN to us, and no thread waits. One recv, one completion; after_io()
- * arms the next while the client wants input: 06's rule, one recv() per
- * readiness, and only while the client wants input.
- * Why not a multishot recv, armed once, a completion per arrival until
- * cancelled? It does not wait for us: on a client that floods, it goes on
- * receiving, up to 32 buffers a pass, pass after pass, within the one
- * io_uring_enter that our cancel could only ride in on next. Those bytes
- * would have to be kept somewhere: measured, 390 KiB a client, where the
- * backpressure rule allows 128 KiB. What it saves, one request per
- * arrival, is no system call here: the next recv leaves with the reply,
- * in the same io_uring_enter. */
+ * arms the next (behind the reply, usually) only while the client wants
+ * input: 06's rule. Why not a multishot recv, armed once, a completion per
+ * arrival until cancelled? It does not wait for us: on a client that
+ * floods, it goes on receiving, up to 32 buffers a pass, pass after pass,
+ * within the one io_uring_enter that our cancel could only ride in on
+ * next: measured, 390 KiB a client to keep, where the backpressure rule
+ * allows 128 KiB. A chained recv waits while the reply does. And what
+ * multishot saves, one request per arrival, costs no system call here. */
 static void arm_recv(struct client *c)
 {
     struct io_uring_sqe *sqe = get_sqe();
@@ -412,12 +406,14 @@ static void free_client(struct client *c)
 /* The client goes: every request of its still in flight is cancelled, and
  * it is freed (its socket closed) when the last one has come back, never
  * before: a completion must never find freed memory. (A request that
- * completes before its cancel arrives comes back all the same.) */
+ * completes before its cancel arrives comes back all the same.) A chain:
+ * its send cancelled fails it, recv and all; or, once sent, its recv is. */
 static void drop_client(struct client *c, const char *why)
 {
     c->gone = 1;
     client_count--;
     log_event("disconnect %s: %s", c->peer, why);
+    make_room(2); /* a chain's two cancels, in one submission */
     if (c->receiving)
         cancel(c, RECV);
     if (c->sending != NULL)
@@ -451,7 +447,9 @@ static void start_lingering(struct client *c)
 /* After anything happened to a client: give it the bytes that waited, then
  * send what is queued, go on receiving or stop, and let it go once it
  * must: it is leaving, all is sent, and its end is closed. The one place
- * that decides, as settle() and update_interest() do in 06. */
+ * that decides, as settle() and update_interest() do in 06. An echo is one
+ * chain, "send the reply, then wait for the next line": linked requests the
+ * kernel runs in order as one, whose one completion is the recv's. */
 static void after_io(struct client *c)
 {
     if (c->pending_len > 0)
@@ -462,7 +460,12 @@ static void after_io(struct client *c)
         drop_client(c, "kept sending after closing");
         return;
     }
-    start_send(c);
+    if (c->leaving == NULL && !c->receiving && wants_input(c)) {
+        make_room(2); /* the chain in one submission */
+        start_send(c, 1);
+        arm_recv(c); /* alone if nothing is to be sent */
+    }
+    start_send(c, 0); /* no recv behind it: sleeping, too much unsent, leaving */
     if (c->leaving != NULL && unsent(c) == 0) {
         if (c->eof) {
             drop_client(c, c->leaving);
@@ -489,9 +492,8 @@ static void welcome(int fd)
         refuse_connection(fd, "out of memory");
         return;
     }
-    struct sockaddr_in peer;
+    struct sockaddr_in peer = {0};
     socklen_t peer_len = sizeof peer;
-    memset(&peer, 0, sizeof peer);
     getpeername(fd, (struct sockaddr *)&peer, &peer_len); /* if it fails, 0.0.0.0:0 */
     c->fd = fd;
     c->local_port = describe_connection(fd, &peer, c->peer);
@@ -527,15 +529,15 @@ static void on_received(struct client *c, const struct io_uring_cqe *cqe)
  * it, but a send may take part (a signal, a socket shut down meanwhile):
  * the rest goes again. All sent: the buffer is ours again, and freed, so
  * an idle client holds none; after_io() sends what was queued meanwhile. */
-static void on_sent(struct client *c, int res)
+static void on_sent(struct client *c, int res, int chained)
 {
-    if (res < 0) {
-        drop_client(c, strerror(-res)); /* EPIPE, ECONNRESET: it is gone */
+    if (res < 0 || chained) { /* EPIPE, ECONNRESET: gone; chained: it failed */
+        drop_client(c, res < 0 ? strerror(-res) : "send cut short");
         return;
     }
     c->sent += (size_t)res;
     if (c->sent < c->sending_len) {
-        submit_send(c);
+        submit_send(c, 0);
         return;
     }
     free(c->sending);
@@ -576,11 +578,17 @@ static void on_linger_over(struct client *c)
     drop_client(c, c->leaving);
 }
 
-/* A completion for a client: one request fewer in flight. A client already
- * dropped only waits for that count to reach zero. */
+/* A completion for a client: one request fewer in flight, two for a chain's
+ * (its other request never posts). A client already dropped waits for zero. */
 static void on_client_event(struct client *c, enum op op, const struct io_uring_cqe *cqe)
 {
-    c->inflight--;
+    int chain = c->chained && (op == RECV || op == SEND);
+    c->inflight -= chain ? 2 : 1;
+    if (chain) { /* the send went out whole (the recv ran), or failed (it never will) */
+        free(c->sending);
+        c->sending = NULL;
+        c->chained = c->receiving = 0;
+    }
     if (c->gone) {
         if (c->inflight == 0)
             free_client(c);
@@ -588,7 +596,7 @@ static void on_client_event(struct client *c, enum op op, const struct io_uring_
     }
     switch (op) {
     case RECV: on_received(c, cqe); break;
-    case SEND: on_sent(c, cqe->res); break;
+    case SEND: on_sent(c, cqe->res, chain); break;
     case SLEEP: on_slept(c); break;
     case LINGER_TIMEOUT: on_linger_over(c); break;
     default: break;
@@ -680,11 +688,12 @@ static void on_accepted(struct listener *l, const struct io_uring_cqe *cqe)
 static void on_completion(const struct io_uring_cqe *cqe)
 {
     uint64_t user_data = io_uring_cqe_get_data64(cqe);
-    enum op op = op_of(user_data);
+    void *object = (void *)(uintptr_t)(user_data & ~(uint64_t)7);
+    enum op op = (enum op)(user_data & 7);
     switch (op) {
-    case ACCEPT: on_accepted(object_of(user_data), cqe); break;
+    case ACCEPT: on_accepted(object, cqe); break;
     case LISTENER_READY:
-        ((struct listener *)object_of(user_data))->armed = 0;
+        ((struct listener *)object)->armed = 0;
         arm_accepts();
         break;
     case ACCEPT_PAUSE:
@@ -692,16 +701,17 @@ static void on_completion(const struct io_uring_cqe *cqe)
         arm_accepts();
         break;
     case CANCEL: break;
-    default: on_client_event(object_of(user_data), op, cqe); break;
+    default: on_client_event(object, op, cqe); break;
     }
     if (cqe->flags & IORING_CQE_F_BUFFER)
         give_back(cqe);
 }
 
 /* One turn per io_uring_enter: it submits every request the last turn
- * queued and waits for at least one completion; then every completion in
- * the CQ is handled, and the CQ's head moves past them all at once. A
- * signal makes it return -EINTR: go round again. */
+ * queued and waits for at least one completion (a reply's send, done at
+ * once, would be it: hence the chains, see after_io); then every
+ * completion in the CQ is handled, and the CQ's head moves past them all
+ * at once. A signal makes it return -EINTR: go round again. */
 static void serve_forever(void)
 {
     for (;;) {
@@ -722,10 +732,9 @@ static void serve_forever(void)
 
 /* ================================= Set-up ================================== */
 
-/* Where io_uring cannot be used, say why, plainly, and stop: a container's
- * seccomp filter (Docker's refuses it: EPERM), the sysctl
- * kernel.io_uring_disabled (EPERM), a kernel without it (ENOSYS) or too
- * old for what this server asks (EINVAL: it needs Linux 6.1). */
+/* Where io_uring cannot be used, say why and stop: a container's seccomp
+ * filter (Docker's: EPERM), kernel.io_uring_disabled (EPERM), a kernel
+ * without it (ENOSYS) or older than 6.1, which this server needs (EINVAL). */
 static void io_uring_unavailable(int err)
 {
     fprintf(stderr, "server: io_uring is not available here: %s (a kernel older than 6.1, "
@@ -735,28 +744,25 @@ static void io_uring_unavailable(int err)
 
 /* The ring. SINGLE_ISSUER: only this thread submits. DEFER_TASKRUN: the
  * kernel finishes our requests' work (copying received bytes, posting
- * completions) only when we enter it to wait, not by interrupting us at
- * any moment: fewer interruptions, completions in batches. Both came in
- * Linux 6.1, after everything else used here (multishot accept and
- * provided buffer rings, 5.19): asking for them is how this server checks
- * that the kernel is recent enough. SUBMIT_ALL: one bad request
+ * completions) only when we enter it to wait: fewer interruptions,
+ * completions in batches. Both came in Linux 6.1, after everything else
+ * used here (multishot accept and provided buffer rings, 5.19): asking for
+ * them checks that the kernel is recent enough. SUBMIT_ALL: one bad request
  * does not hold back the others. CQSIZE: a CQ larger than the SQ. */
 static void set_up_ring(void)
 {
-    struct io_uring_params params;
-    memset(&params, 0, sizeof params);
-    params.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
-                   IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE;
-    params.cq_entries = CQ_ENTRIES;
+    struct io_uring_params params = {
+        .flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                 IORING_SETUP_SUBMIT_ALL | IORING_SETUP_CQSIZE,
+        .cq_entries = CQ_ENTRIES};
     int ret = io_uring_queue_init_params(SQ_ENTRIES, &ring, &params);
     if (ret < 0)
         io_uring_unavailable(-ret);
 }
 
-/* The provided buffers: their ring (an array the kernel reads, page
- * aligned, hence mmap) and their memory, registered as group 0, every
- * buffer lent at once. MAP_POPULATE makes the 1 MiB resident now: it is
- * the server's, whoever its clients are, and counted from the start. */
+/* The provided buffers: their ring (an array the kernel reads: page
+ * aligned, mmap) and their memory, registered as group 0, all lent at once;
+ * MAP_POPULATE makes the 1 MiB resident now, whoever the clients are. */
 static void set_up_buffers(void)
 {
     size_t ring_size = BUFFER_COUNT * sizeof(struct io_uring_buf);
@@ -769,11 +775,8 @@ static void set_up_buffers(void)
         perror("server: mmap");
         exit(1);
     }
-    struct io_uring_buf_reg reg;
-    memset(&reg, 0, sizeof reg);
-    reg.ring_addr = (uint64_t)(uintptr_t)buffers;
-    reg.ring_entries = BUFFER_COUNT;
-    reg.bgid = BUFFER_GROUP;
+    struct io_uring_buf_reg reg = {
+        .ring_addr = (uint64_t)(uintptr_t)buffers, .ring_entries = BUFFER_COUNT, .bgid = BUFFER_GROUP};
     int ret = io_uring_register_buf_ring(&ring, &reg, 0);
     if (ret < 0)
         io_uring_unavailable(-ret);

@@ -186,11 +186,12 @@ between() {
     task=$(serving_task)
     if [[ $(expect waits_in) == io_uring ]]; then
         # No EAGAIN ever reaches the loop: the send the socket has no room
-        # for waits in the kernel, while the loop goes on receiving (enters
-        # that submit only the next recv, 1) until the client leaves.
+        # for waits in the kernel, and the recv chained behind it (a reply
+        # and the next recv, submitted together: 2) waits with it, so the
+        # client is not read from until it reads, or leaves.
         refute grep -E 'sendto|EAGAIN' "$flood"
         run calls_of main "$flood"
-        assert_line --regexp '^io_uring_enter\([0-9]+, 1, 1, IORING_ENTER_GETEVENTS, '
+        assert_line --regexp '^io_uring_enter\([0-9]+, 2, 1, IORING_ENTER_GETEVENTS, '
     elif [[ $(expect served_by) == one && $(expect flood) == serves ]]; then
         # The socket's buffer is full: the kernel answers EAGAIN instead of
         # blocking, the rest stays queued, and the loop waits again.
