@@ -15,7 +15,8 @@ function part(sym, dso) {
     if (dso !~ /kernel/) return "user space"
     if (sym ~ /^(__)?io_|^io_uring|_io_uring/) return "io_uring"
     if (sym ~ /^(__)?ep_|epoll/) return "epoll"
-    if (sym ~ /^(entry_SYSCALL|do_syscall|syscall_|x64_sys_call|exit_to_user|__x64_sys_|__fget|fget|fdget|__fdget|fput|__fput)/) return "system calls"
+    if (sym ~ /^(entry_SYSCALL|do_syscall|syscall_|x64_sys_call|exit_to_user|__x64_sys_)/) return "system calls"
+    if (sym ~ /^(__)?(fget|fdget|fput|fd_install)/) return "descriptors"
     if (sym ~ /^(__)?(tcp|bbr|cubictcp|ip|ipv4|inet|sock|sk_|skb|__skb|kfree_skb|consume_skb|dev_|netif|napi|net_|loopback|process_backlog|nf_|validate_xmit|csum|__sys_(send|recv)|_copy_(to|from)_iter|security_sock|release_sock|lock_sock|do_softirq|handle_softirqs|__local_bh_enable)/) return "TCP/IP"
     if (sym ~ /^(__)?(schedule|try_to_wake_up|wake_up|ttwu|enqueue_|dequeue_|pick_next|finish_task_switch|__switch_to|switch_mm|select_task_rq|hrtimer_|prepare_to_wait|finish_wait|autoremove_wake|default_wake)/) return "wake-ups"
     if (sym ~ /^(__)?(kmem_cache|kmalloc|__kmalloc|kfree|slab|___slab|__alloc_pages|alloc_pages|free_pages|__free_pages|folio|memcg|mem_cgroup|obj_cgroup|refill_stock|__memcg|__mod_memcg)/) return "memory"
@@ -39,7 +40,7 @@ function charge(   p) {
 }
 END {
     charge()
-    n = split("TCP/IP,system calls,epoll,io_uring,wake-ups,memory,user space,other", order, ",")
+    n = split("TCP/IP,system calls,descriptors,epoll,io_uring,wake-ups,memory,user space,other", order, ",")
     for (i = 1; i <= n; i++) {
         share = samples ? 100 * total[order[i]] / samples : 0
         printf "%s\t%.1f\t%.2f\n", order[i], share, share * cpu / 100

@@ -7,8 +7,10 @@
 #   TCP/IP         the kernel's network stack: the socket calls' real work
 #                  (tcp_*, ip_*, skb_*, sock_*, the loopback device, the
 #                  copies to and from the socket buffers, softirq)
-#   system calls   entering and leaving the kernel, and finding the file
-#                  behind a descriptor: what a system call costs in itself
+#   system calls   entering and leaving the kernel: what a system call
+#                  costs in itself
+#   descriptors    finding the socket behind a descriptor (fget, fput):
+#                  once per call in 06, once per request in io_uring
 #   epoll          epoll's own bookkeeping (ep_*, do_epoll_*)
 #   io_uring       io_uring's own bookkeeping (io_*: the rings, requests,
 #                  polls, task work): what it costs to have the kernel do
@@ -39,7 +41,7 @@ profile() {
     perf record -q -g -e cpu-clock -F 4999 -o "$tmp/perf.data" -p "$pid" 2>>"$tmp/server.log" &
     perf_pid=$!
     sleep 0.5 # perf attaches before the load starts
-    cpu_per_echo=$(taskset -c 1 scripts/loadgen -p "$port" -c "$conns" -n $((60000 / conns)) -t 60 -P "$pid" -C |
+    cpu_per_echo=$(taskset -c 1 scripts/loadgen -p "$port" -c "$conns" -n $((200000 / conns)) -t 60 -P "$pid" -C |
         awk -F, '{ print $18 }') # server_cpu_us_per_op: loadgen -C's 18th field
     kill -INT "$perf_pid"
     wait "$perf_pid" || true
