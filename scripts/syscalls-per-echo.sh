@@ -25,7 +25,8 @@ for chapter in "$@"; do
     awk -v m=$((conns * msgs)) -v chapter="$chapter" '
         NF >= 5 && $4 ~ /^[0-9]+$/ { calls[$NF] = $4 }
         END {
-            for (s in calls) if (s != "total" && calls[s] / m >= 0.05) top = top sprintf("%s %.2f  ", s, calls[s] / m)
+            for (s in calls) if (s != "total" && calls[s] > max) { max = calls[s]; most = s } # shown even when rare (10)
+            for (s in calls) if (s != "total" && (calls[s] / m >= 0.05 || s == most)) top = top sprintf("%s %.2f  ", s, calls[s] / m)
             printf "%-22s %12d %12.2f %12d   %s\n", chapter, calls["total"], calls["total"] / m, calls["epoll_ctl"], top
         }' "$tmp/count"
 done
