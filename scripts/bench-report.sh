@@ -265,7 +265,7 @@ targets_08() {
 # (pinned): plain echoes against 06 (a pool nobody uses must cost nothing),
 # and the sleep mix's messages per second against 06 and 04 (no target).
 targets_09() {
-    local cell against p
+    local cell
     has 09-epoll-workers 06-epoll || return 0
     echo
     echo "09-epoll-workers against 06 and 04, this run: the median of the per-round ratios, with the course's targets:"
@@ -274,12 +274,20 @@ targets_09() {
         measured "$cell" || continue
         target 09-epoll-workers 06-epoll "$cell" cpu_us_per_op '<=' 1.1 "09 / 06, server CPU per echo"
     done
+    mix_ratios 09-epoll-workers 06-epoll 04-thread-per-conn
+}
+
+# mix_ratios SERVER AGAINST...: the sleep mix's messages per second, SERVER
+# over each of the others in this run (no target: how much a way of
+# keeping slow work off the others buys).
+mix_ratios() {
+    local server=$1 against p
     measured mix || return 0
-    for against in 06-epoll 04-thread-per-conn; do
+    for against in "${@:2}"; do
         has "$against" || continue
-        p=$(paired 09-epoll-workers "$against" mix rate)
-        echo "- $(cell_label mix): 09 / ${against%%-*}, messages per second **${p%% *}x**; per round:${p#* };" \
-            "medians' ratio $(ratio 09-epoll-workers "$against" mix rate)x"
+        p=$(paired "$server" "$against" mix rate)
+        echo "- $(cell_label mix): ${server%%-*} / ${against%%-*}, messages per second **${p%% *}x**; per round:${p#* };" \
+            "medians' ratio $(ratio "$server" "$against" mix rate)x"
     done
 }
 
@@ -288,7 +296,7 @@ targets_09() {
 # and per short connection (one count each, see count_syscalls); and the
 # sleep mix's messages per second against 06, 09 and 04 (no target).
 targets_10() {
-    local cell limit r against p
+    local cell limit r
     has 10-io-uring 06-epoll || return 0
     echo
     echo "10-io-uring against 06, this run: the median of the per-round ratios (system calls: one count each), with the course's targets:"
@@ -304,13 +312,7 @@ targets_10() {
         echo "- $(cell_label "$cell"): 10 / 06, system calls per $([[ $cell == churn ]] && echo connection || echo echo)" \
             "**${r}x** (target <= ${limit}x: $(verdict "$r" '<=' "$limit")); 10 made $(calls_of 10-io-uring "$cell" 3), 06 $(calls_of 06-epoll "$cell" 3)"
     done
-    measured mix || return 0
-    for against in 06-epoll 09-epoll-workers 04-thread-per-conn; do
-        has "$against" || continue
-        p=$(paired 10-io-uring "$against" mix rate)
-        echo "- $(cell_label mix): 10 / ${against%%-*}, messages per second **${p%% *}x**; per round:${p#* };" \
-            "medians' ratio $(ratio 10-io-uring "$against" mix rate)x"
-    done
+    mix_ratios 10-io-uring 06-epoll 09-epoll-workers 04-thread-per-conn
 }
 
 # has SERVER...: every one of them is in this run.
