@@ -39,6 +39,7 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,7 +132,8 @@ struct client {
     int receiving;              /* a recv is armed */
     int chained;                /* and linked behind the send in flight */
     int sleeping;               /* a sleep's timeout is armed */
-    int lingering;              /* our FIN is sent; the linger's timeout is armed */
+    int lingering;              /* our FIN is sent */
+    long long linger_until;     /* and the linger ends then (now_ms) */
     int gone;                   /* dropped: waiting for its requests to come back */
     int inflight;               /* requests in the kernel that name it */
     long sleep_ms;
@@ -145,13 +147,16 @@ struct client {
 
 static struct io_uring ring;
 
-/* What a request was for, in the low 3 bits of its user_data (see tag). */
-enum op { ACCEPT, LISTENER_READY, ACCEPT_PAUSE, RECV, SEND, SLEEP, LINGER_TIMEOUT, CANCEL };
+/* What a request was for, in the low 4 bits of its user_data (see tag). */
+enum op { ACCEPT, LISTENER_READY, ACCEPT_PAUSE, RECV, SEND, SLEEP, LINGER_TIMEOUT, CANCEL, CLOSE_FD };
 
 /* Each request carries 64 bits of ours, user_data, which its completion
  * gives back: here, the address of what it was for (a client, a listener,
- * the accept pause; 8-aligned, so its low 3 bits are 0) with the kind of
- * request in those bits (on_completion takes them apart). */
+ * the accept pause; 16-aligned, so its low 4 bits are 0) with the kind of
+ * request in those bits (on_completion takes them apart). A client comes
+ * from calloc, whose memory is aligned for any type: max_align_t's. */
+_Static_assert(_Alignof(max_align_t) >= 16, "a client's address must have 4 low bits free");
+
 static uint64_t tag(const void *object, enum op op)
 {
     return (uint64_t)(uintptr_t)object | (uint64_t)op;
@@ -368,6 +373,30 @@ static void take_pending(struct client *c)
     }
 }
 
+/* The lingering close's time limit, on the recv of a leaving client: a
+ * link timeout (IORING_OP_LINK_TIMEOUT), linked behind the recv, cancels
+ * it (-ECANCELED) if it has not completed in time, and is itself taken
+ * away when the recv completes first. Neither needs a cancel of ours, nor
+ * an io_uring_enter of its own (a timeout apart would need both). Its own
+ * completion says nothing the recv's does not: IOSQE_CQE_SKIP_SUCCESS
+ * spares it (posted a turn later, it would end a wait early), and it is
+ * tagged with no client, so that one posted even so finds nothing freed.
+ * The kernel reads c->linger_time at submission, and nothing of c after.
+ * The time: what is left of LINGER_MS since our FIN; a recv armed before
+ * the FIN (beside the last replies' send) gets all of it, and is armed
+ * again if it ends sooner. */
+static void link_linger_timeout(struct client *c, struct io_uring_sqe *recv)
+{
+    long long ms = c->lingering ? c->linger_until - now_ms() : LINGER_MS;
+    recv->flags |= IOSQE_IO_LINK;
+    struct io_uring_sqe *sqe = get_sqe();
+    c->linger_time.tv_sec = ms > 0 ? ms / 1000 : 0;
+    c->linger_time.tv_nsec = ms > 0 ? (ms % 1000) * 1000000L : 0;
+    io_uring_prep_link_timeout(sqe, &c->linger_time, 0);
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    io_uring_sqe_set_data64(sqe, tag(NULL, LINGER_TIMEOUT));
+}
+
 /* Arm a recv: when bytes arrive, the kernel takes a buffer from our ring
  * (IOSQE_BUFFER_SELECT), receives into it, and posts a completion. It
  * waits for the bytes itself (it polls the socket): no recv() returns
@@ -382,6 +411,8 @@ static void take_pending(struct client *c)
  * multishot saves, one request per arrival, costs no system call here. */
 static void arm_recv(struct client *c)
 {
+    if (c->leaving != NULL)
+        make_room(2); /* it and its linger's timeout: one submission */
     struct io_uring_sqe *sqe = get_sqe();
     io_uring_prep_recv(sqe, c->fd, NULL, 0, 0); /* length 0: the buffer's */
     sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -389,16 +420,30 @@ static void arm_recv(struct client *c)
     io_uring_sqe_set_data64(sqe, tag(c, RECV));
     c->receiving = 1;
     c->inflight++;
+    if (c->leaving != NULL)
+        link_linger_timeout(c, sqe);
 }
 
 /* =============================== The clients =============================== */
 
 static int client_count;
 
-/* Its last request has come back: nothing in the kernel names it now. */
+/* Its last request has come back: nothing in the kernel names it now, so
+ * its socket can go, by one last request: a close. Queued only now, since
+ * the kernel looks a request's descriptor up when it runs it: closed
+ * earlier, the number could already name a new client's socket. Done at
+ * once by the next io_uring_enter, which waits on anyway: no call of its
+ * own, and, with IOSQE_CQE_SKIP_SUCCESS, no completion either (one would
+ * end that wait at once). Only a failed close posts one; it is tagged
+ * with no client (the kernel copied the descriptor's number, and reads
+ * nothing of the struct), so the struct goes now: a completion that
+ * named it would find freed memory. */
 static void free_client(struct client *c)
 {
-    close(c->fd);
+    struct io_uring_sqe *sqe = get_sqe();
+    io_uring_prep_close(sqe, c->fd);
+    sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
+    io_uring_sqe_set_data64(sqe, tag(NULL, CLOSE_FD));
     free(c->sending);
     free(c);
 }
@@ -407,7 +452,8 @@ static void free_client(struct client *c)
  * it is freed (its socket closed) when the last one has come back, never
  * before: a completion must never find freed memory. (A request that
  * completes before its cancel arrives comes back all the same.) A chain:
- * its send cancelled fails it, recv and all; or, once sent, its recv is. */
+ * its send cancelled fails it, recv and all; or, once sent, its recv is.
+ * A recv cancelled ends its linger's timeout too. */
 static void drop_client(struct client *c, const char *why)
 {
     c->gone = 1;
@@ -420,8 +466,6 @@ static void drop_client(struct client *c, const char *why)
         cancel(c, SEND);
     if (c->sleeping)
         cancel(c, SLEEP);
-    if (c->lingering)
-        cancel(c, LINGER_TIMEOUT);
     free(c->in);
     free(c->out);
     free(c->pending);
@@ -432,16 +476,17 @@ static void drop_client(struct client *c, const char *why)
 
 /* The lingering close, as in 03 and 06: once a leaving client's replies are
  * all sent, shutdown(SHUT_WR) sends our FIN, and its bytes are received and
- * thrown away until its EOF, or LINGER_BYTES, or LINGER_MS (a timeout on
- * the ring), so that close() never meets unread bytes and resets the
- * connection. shutdown() and close() stay plain system calls: they never
- * wait, and in a trace they show where the client leaves. */
+ * thrown away until its EOF, or LINGER_BYTES, or LINGER_MS (its recv's
+ * linked timeout), so that the close never meets unread bytes and resets
+ * the connection. shutdown() stays a plain system call: io_uring hands
+ * every IORING_OP_SHUTDOWN to a worker thread of its own (io-wq), a thread
+ * for a call that never waits. */
 static void start_lingering(struct client *c)
 {
-    shutdown(c->fd, SHUT_WR);
-    arm_timeout(&c->linger_time, LINGER_MS, tag(c, LINGER_TIMEOUT));
+    if (shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN) /* ENOTCONN: reset */
+        perror("server: shutdown");
     c->lingering = 1;
-    c->inflight++;
+    c->linger_until = now_ms() + LINGER_MS;
 }
 
 /* After anything happened to a client: give it the bytes that waited, then
@@ -480,7 +525,9 @@ static void after_io(struct client *c)
 
 /* A new connection: a client, greeted; or, past the cap or without memory,
  * refused. A multishot accept has no room for each peer's address:
- * getpeername() asks. */
+ * getpeername() asks, but only for the log: under -q, which silences it,
+ * the question is not asked (one system call fewer per connection), and
+ * the peer stays 0.0.0.0:0, which nothing prints. */
 static void welcome(int fd)
 {
     if (client_count >= opt.max_clients) {
@@ -494,7 +541,8 @@ static void welcome(int fd)
     }
     struct sockaddr_in peer = {0};
     socklen_t peer_len = sizeof peer;
-    getpeername(fd, (struct sockaddr *)&peer, &peer_len); /* if it fails, 0.0.0.0:0 */
+    if (!quiet)
+        getpeername(fd, (struct sockaddr *)&peer, &peer_len); /* if it fails, 0.0.0.0:0 */
     c->fd = fd;
     c->local_port = describe_connection(fd, &peer, c->peer);
     client_count++;
@@ -504,6 +552,18 @@ static void welcome(int fd)
 }
 
 /* ============================ The client's events ========================== */
+
+/* A leaving client's recv was cancelled by its linked timeout (our own
+ * cancels come only once it is dropped). LINGER_MS have passed since our
+ * FIN: it is closed, even with bytes unread; returns 1. Our FIN is not
+ * sent yet, or the time not up: the recv is armed again (after_io). */
+static int on_linger_over(struct client *c)
+{
+    if (!c->lingering || now_ms() < c->linger_until)
+        return 0;
+    drop_client(c, c->leaving);
+    return 1;
+}
 
 /* A recv completed: bytes (res > 0, in the buffer the kernel picked), the
  * client's EOF (0), or an error; or no buffer was left (ENOBUFS): after_io
@@ -518,6 +578,9 @@ static void on_received(struct client *c, const struct io_uring_cqe *cqe)
             keep_pending(c, buffer_of(cqe) + taken, (size_t)cqe->res - taken);
     } else if (cqe->res == 0) {
         c->eof = 1;
+    } else if (cqe->res == -ECANCELED) { /* its linger's timeout: see on_linger_over */
+        if (on_linger_over(c))
+            return;
     } else if (cqe->res != -ENOBUFS) {
         drop_client(c, strerror(-cqe->res)); /* ECONNRESET: the client reset */
         return;
@@ -571,12 +634,6 @@ static void on_slept(struct client *c)
     after_io(c);
 }
 
-/* LINGER_MS have passed since our FIN: closed, even with bytes unread. */
-static void on_linger_over(struct client *c)
-{
-    c->lingering = 0;
-    drop_client(c, c->leaving);
-}
 
 /* A completion for a client: one request fewer in flight, two for a chain's
  * (its other request never posts). A client already dropped waits for zero. */
@@ -598,7 +655,6 @@ static void on_client_event(struct client *c, enum op op, const struct io_uring_
     case RECV: on_received(c, cqe); break;
     case SEND: on_sent(c, cqe->res, chain); break;
     case SLEEP: on_slept(c); break;
-    case LINGER_TIMEOUT: on_linger_over(c); break;
     default: break;
     }
 }
@@ -607,16 +663,16 @@ static void on_client_event(struct client *c, enum op op, const struct io_uring_
 
 /* A listening socket, and whether a request waits on it: its multishot
  * accept, or a poll (see wait_for_connection). (_Alignas: its address
- * carries a request's kind in its low 3 bits.) */
+ * carries a request's kind in its low 4 bits.) */
 static struct listener {
-    _Alignas(8) int fd;
+    _Alignas(16) int fd;
     int armed;
 } listeners[MAX_PORTS];
 static int listener_count;
 
 /* The pause in accepting after an error (overload.c), as a timeout. */
 static struct {
-    struct __kernel_timespec when;
+    _Alignas(16) struct __kernel_timespec when; /* its address: a tag's */
     int armed;
 } accept_pause;
 
@@ -688,8 +744,8 @@ static void on_accepted(struct listener *l, const struct io_uring_cqe *cqe)
 static void on_completion(const struct io_uring_cqe *cqe)
 {
     uint64_t user_data = io_uring_cqe_get_data64(cqe);
-    void *object = (void *)(uintptr_t)(user_data & ~(uint64_t)7);
-    enum op op = (enum op)(user_data & 7);
+    void *object = (void *)(uintptr_t)(user_data & ~(uint64_t)15);
+    enum op op = (enum op)(user_data & 15);
     switch (op) {
     case ACCEPT: on_accepted(object, cqe); break;
     case LISTENER_READY:
@@ -701,6 +757,10 @@ static void on_completion(const struct io_uring_cqe *cqe)
         arm_accepts();
         break;
     case CANCEL: break;
+    case LINGER_TIMEOUT: break; /* what counts comes with its recv's */
+    case CLOSE_FD: /* only a failed close posts one (see free_client) */
+        fprintf(stderr, "server: close: %s\n", strerror(-cqe->res));
+        break;
     default: on_client_event(object, op, cqe); break;
     }
     if (cqe->flags & IORING_CQE_F_BUFFER)
