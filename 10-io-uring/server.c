@@ -153,8 +153,8 @@ enum op { ACCEPT, LISTENER_READY, ACCEPT_PAUSE, RECV, SEND, SLEEP, LINGER_TIMEOU
 /* Each request carries 64 bits of ours, user_data, which its completion
  * gives back: here, the address of what it was for (a client, a listener,
  * the accept pause; 16-aligned, so its low 4 bits are 0) with the kind of
- * request in those bits (on_completion takes them apart). A client comes
- * from calloc, whose memory is aligned for any type: max_align_t's. */
+ * request in those bits (on_completion takes them apart). A client's is
+ * calloc's: aligned for any type, max_align_t. */
 _Static_assert(_Alignof(max_align_t) >= 16, "a client's address must have 4 low bits free");
 
 static uint64_t tag(const void *object, enum op op)
@@ -373,18 +373,13 @@ static void take_pending(struct client *c)
     }
 }
 
-/* The lingering close's time limit, on the recv of a leaving client: a
- * link timeout (IORING_OP_LINK_TIMEOUT), linked behind the recv, cancels
- * it (-ECANCELED) if it has not completed in time, and is itself taken
- * away when the recv completes first. Neither needs a cancel of ours, nor
- * an io_uring_enter of its own (a timeout apart would need both). Its own
- * completion says nothing the recv's does not: IOSQE_CQE_SKIP_SUCCESS
- * spares it (posted a turn later, it would end a wait early), and it is
- * tagged with no client, so that one posted even so finds nothing freed.
- * The kernel reads c->linger_time at submission, and nothing of c after.
- * The time: what is left of LINGER_MS since our FIN; a recv armed before
- * the FIN (beside the last replies' send) gets all of it, and is armed
- * again if it ends sooner. */
+/* The linger's time limit, on a leaving client's recv: a link timeout,
+ * linked behind it, cancels it (-ECANCELED) when the time is up, and goes
+ * away by itself if the recv completes first: no cancel of ours, no enter
+ * of its own. Its completion would add nothing but a turn late (ending a
+ * wait early): IOSQE_CQE_SKIP_SUCCESS, tagged with no client (one posted
+ * even so names nothing freed). The time: what is left of LINGER_MS since
+ * our FIN; a recv armed before it (beside bye's send) gets it all. */
 static void link_linger_timeout(struct client *c, struct io_uring_sqe *recv)
 {
     long long ms = c->lingering ? c->linger_until - now_ms() : LINGER_MS;
@@ -428,16 +423,12 @@ static void arm_recv(struct client *c)
 
 static int client_count;
 
-/* Its last request has come back: nothing in the kernel names it now, so
- * its socket can go, by one last request: a close. Queued only now, since
- * the kernel looks a request's descriptor up when it runs it: closed
- * earlier, the number could already name a new client's socket. Done at
- * once by the next io_uring_enter, which waits on anyway: no call of its
- * own, and, with IOSQE_CQE_SKIP_SUCCESS, no completion either (one would
- * end that wait at once). Only a failed close posts one; it is tagged
- * with no client (the kernel copied the descriptor's number, and reads
- * nothing of the struct), so the struct goes now: a completion that
- * named it would find freed memory. */
+/* Its last request has come back: its socket goes, by a last request, a
+ * close (sooner, a request run later could find its number naming a new
+ * client's socket). The next io_uring_enter, a wait anyway, runs it; with
+ * IOSQE_CQE_SKIP_SUCCESS it posts nothing (that would end the wait). A
+ * failed one posts, tagged with no client (the request holds the number,
+ * nothing of the struct), so the struct goes now. */
 static void free_client(struct client *c)
 {
     struct io_uring_sqe *sqe = get_sqe();
@@ -452,8 +443,8 @@ static void free_client(struct client *c)
  * it is freed (its socket closed) when the last one has come back, never
  * before: a completion must never find freed memory. (A request that
  * completes before its cancel arrives comes back all the same.) A chain:
- * its send cancelled fails it, recv and all; or, once sent, its recv is.
- * A recv cancelled ends its linger's timeout too. */
+ * its send cancelled fails it, recv and all; or, once sent, its recv is
+ * (and a recv cancelled, its linger's timeout). */
 static void drop_client(struct client *c, const char *why)
 {
     c->gone = 1;
@@ -478,9 +469,8 @@ static void drop_client(struct client *c, const char *why)
  * all sent, shutdown(SHUT_WR) sends our FIN, and its bytes are received and
  * thrown away until its EOF, or LINGER_BYTES, or LINGER_MS (its recv's
  * linked timeout), so that the close never meets unread bytes and resets
- * the connection. shutdown() stays a plain system call: io_uring hands
- * every IORING_OP_SHUTDOWN to a worker thread of its own (io-wq), a thread
- * for a call that never waits. */
+ * the connection. shutdown() stays a system call: io_uring hands every
+ * IORING_OP_SHUTDOWN to a thread of its own (io-wq), though it never waits. */
 static void start_lingering(struct client *c)
 {
     if (shutdown(c->fd, SHUT_WR) < 0 && errno != ENOTCONN) /* ENOTCONN: reset */
@@ -525,9 +515,8 @@ static void after_io(struct client *c)
 
 /* A new connection: a client, greeted; or, past the cap or without memory,
  * refused. A multishot accept has no room for each peer's address:
- * getpeername() asks, but only for the log: under -q, which silences it,
- * the question is not asked (one system call fewer per connection), and
- * the peer stays 0.0.0.0:0, which nothing prints. */
+ * getpeername() asks, for the log only, so not under -q, which silences it
+ * (a call fewer per connection; the peer stays 0.0.0.0:0, never printed). */
 static void welcome(int fd)
 {
     if (client_count >= opt.max_clients) {
@@ -553,10 +542,9 @@ static void welcome(int fd)
 
 /* ============================ The client's events ========================== */
 
-/* A leaving client's recv was cancelled by its linked timeout (our own
- * cancels come only once it is dropped). LINGER_MS have passed since our
- * FIN: it is closed, even with bytes unread; returns 1. Our FIN is not
- * sent yet, or the time not up: the recv is armed again (after_io). */
+/* Its linked timeout cancelled a leaving client's recv (ours come only
+ * once it is dropped). LINGER_MS since our FIN: closed, bytes unread or
+ * not; returns 1. Else after_io arms the recv again. */
 static int on_linger_over(struct client *c)
 {
     if (!c->lingering || now_ms() < c->linger_until)
