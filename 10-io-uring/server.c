@@ -13,17 +13,15 @@
  *             send    -> a reply with no recv behind it went out, or failed
  *             timeout -> a client's sleep is over, or its linger
  *
- * 06 asks the kernel "which sockets are ready?" and then makes the calls
- * itself: epoll_wait, then recv and send, one system call each. Here the
- * loop asks for the work itself ("receive on this socket, into a buffer of
- * that ring, and keep doing it"; "send these bytes") by writing requests
- * (SQEs) into the submission queue; the kernel does each one when the
- * socket is ready and writes its result (a CQE) into the completion queue.
- * One io_uring_enter per turn submits all of them and waits: no recv, no
- * send, no accept, no epoll_wait in a trace. And since the kernel does the
- * waiting, a slow handler no longer needs a thread: "sleep" is a timeout on
- * the ring, and only the client that asked for it waits (06's loop slept,
- * stalling everyone; 09 handed the sleep to a worker thread).
+ * 06 asks the kernel "which sockets are ready?", then makes the calls
+ * itself, one system call each. Here the loop asks for the work ("accept
+ * on this socket, and keep doing it"; "send this reply, then receive into
+ * a buffer of that ring") in requests (SQEs) written to the submission
+ * queue; the kernel does each when its socket is ready, and writes the
+ * result (a CQE) to the completion queue. One io_uring_enter per turn: no
+ * recv, send, accept or epoll_wait in a trace. And "sleep" is a timeout on
+ * the ring: only its client waits (06's loop slept, stalling everyone; 09
+ * gave the sleep to a worker thread).
  *
  * This file is the stage. What does not change from chapter to chapter
  * lives in files of its own, included below: setup.c (command line numbers,
@@ -56,12 +54,10 @@
 #define DEFAULT_PORT 10000
 #define MAX_PORTS 3
 
-/* As in 06: an idle client costs a small struct and nothing else, so ten
- * thousand of them fit (make c10k measures it). */
+/* As in 06: an idle client costs a small struct (make c10k measures it). */
 #define DEFAULT_MAX_CLIENTS 10000
 
-/* Requests queued per turn before the SQ is full; a turn that queues more
- * submits early (get_sqe). */
+/* Requests per turn; a turn that queues more submits early (make_room). */
 #define SQ_ENTRIES 256
 
 /* Completions the CQ holds between two of our reads of it: a turn where
@@ -86,8 +82,7 @@
 /* The output queue's first allocation: a few replies' worth. */
 #define OUT_MIN_CAP 256
 
-/* setup.c's open_listener() leaves the ready line to set_up_loop: once the
- * ring is there. */
+/* setup.c leaves the ready line to set_up_loop, once the ring is there. */
 #define READY_LINE_LATER
 
 #include "setup.c"
@@ -514,10 +509,11 @@ static void after_io(struct client *c)
 }
 
 /* A new connection: a client, greeted; or, past the cap or without memory,
- * refused. A multishot accept has no room for each peer's address:
- * getpeername() asks, for the log only, so not under -q, which silences it
- * (a call fewer per connection; the peer stays 0.0.0.0:0, never printed). */
-static void welcome(int fd)
+ * refused. Its port is the listener's (port). The peer's address is for
+ * the log only, and a multishot accept has no room for it: getpeername()
+ * asks, and describe_connection() names it, but not under -q, which
+ * silences the log (two calls fewer per connection). */
+static void welcome(int fd, int port)
 {
     if (client_count >= opt.max_clients) {
         refuse_connection(fd, "at the cap");
@@ -528,12 +524,14 @@ static void welcome(int fd)
         refuse_connection(fd, "out of memory");
         return;
     }
-    struct sockaddr_in peer = {0};
-    socklen_t peer_len = sizeof peer;
-    if (!quiet)
-        getpeername(fd, (struct sockaddr *)&peer, &peer_len); /* if it fails, 0.0.0.0:0 */
     c->fd = fd;
-    c->local_port = describe_connection(fd, &peer, c->peer);
+    c->local_port = port;
+    if (!quiet) {
+        struct sockaddr_in peer = {0};
+        socklen_t peer_len = sizeof peer;
+        getpeername(fd, (struct sockaddr *)&peer, &peer_len); /* if it fails, 0.0.0.0:0 */
+        describe_connection(fd, &peer, c->peer);
+    }
     client_count++;
     log_event("connect %s (fd %d)", c->peer, c->fd);
     send_greeting(c);
@@ -654,6 +652,7 @@ static void on_client_event(struct client *c, enum op op, const struct io_uring_
  * carries a request's kind in its low 4 bits.) */
 static struct listener {
     _Alignas(16) int fd;
+    int port;   /* every socket it accepts has this port too */
     int armed;
 } listeners[MAX_PORTS];
 static int listener_count;
@@ -715,7 +714,7 @@ static void on_accepted(struct listener *l, const struct io_uring_cqe *cqe)
     if (!(cqe->flags & IORING_CQE_F_MORE))
         l->armed = 0;
     if (cqe->res >= 0) {
-        welcome(cqe->res);
+        welcome(cqe->res, l->port);
     } else {
         errno = -cqe->res;
         after_accept_error(l->fd);
@@ -846,7 +845,11 @@ static void set_up_loop(const char *host, const int *ports, int nports)
         int fd = open_listener(host, ports[listener_count]);
         if (fd < 0 || fcntl(fd, F_SETFL, O_NONBLOCK) < 0)
             exit(1);
+        struct sockaddr_in addr;
+        socklen_t len = sizeof addr;
+        getsockname(fd, (struct sockaddr *)&addr, &len); /* -p 0: the kernel's pick */
         listeners[listener_count].fd = fd;
+        listeners[listener_count].port = ntohs(addr.sin_port);
     }
     set_up_ring();
     set_up_buffers();
