@@ -397,7 +397,7 @@ static void link_linger_timeout(struct client *c, struct io_uring_sqe *recv)
  * floods, it goes on receiving, up to 32 buffers a pass, pass after pass,
  * within the one io_uring_enter that our cancel could only ride in on
  * next: measured, 390 KiB a client to keep, where the backpressure rule
- * allows 128 KiB. A chained recv waits while the reply does. And what
+ * allows about 97 KB. A chained recv waits while the reply does. And what
  * multishot saves, one request per arrival, costs no system call here. */
 static void arm_recv(struct client *c)
 {

@@ -235,14 +235,17 @@ run_section() {
 # and children included: those forked later inherit the counters, a pool's
 # are named with -p) while loadgen runs the cell; appends
 # "server,cell,calls,epoll_ctl" to syscalls.csv, "n/a" when perf cannot
-# count here. A separate run: counting costs time. Connecting 100 clients
-# adds about 0.02 per echo. 01 serves one client at a time: its echoes come
+# count here. A separate run: counting costs time. Each connection's own
+# calls are spread over its echoes (600 at 100 busy, 60 at 1,000). 01
+# serves one client at a time: its echoes, counted once (as 100 busy), come
 # from one connection.
 count_syscalls() {
     local server=$1 cell=$2 perf_pid args calls
-    not_run "$server" "$cell" >/dev/null && [[ $server != 01-* || $cell == churn ]] && return 0
     args=$(loadgen_args "$cell")
-    [[ $server != 01-* || $cell == churn ]] || args=$(loadgen_args busy-1)
+    if not_run "$server" "$cell" >/dev/null; then
+        [[ $server == 01-* && $cell == busy-100 ]] || return 0
+        args=$(loadgen_args busy-1)
+    fi
     pinning pinned
     server_command "$server"
     launch "${on_cpu0[@]}" "${cmd[@]}" 2>>"$raw/errors.log" || return 0
